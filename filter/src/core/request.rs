@@ -1,0 +1,156 @@
+//! One pass over a request's headers: finds the routing key by carrier precedence and notes
+//! the few other headers the filter acts on. Borrows from the header buffer; allocates nothing.
+//!
+//! Precedence, highest first; the first carrier holding a well-formed key wins, a malformed
+//! value is ignored (reported as an invalid key only when no carrier has a valid one):
+//! 1. plain headers of `routing_key.headers`, in the order listed;
+//! 2. W3C `baggage` members named in `routing_key.baggage`, in the order listed, across every
+//!    `baggage` header in arrival order;
+//! 3. OpenTracing `ot-baggage-<name>` headers;
+//! 4. Jaeger `uberctx-<name>` headers;
+//! 5. W3C `tracestate` list members `<name>=<key>`.
+
+use super::baggage::{find_baggage_member, find_tracestate_member, whole_value, Lookup};
+use super::key::RoutingKey;
+use super::router::Settings;
+
+const OT_BAGGAGE_PREFIX: &[u8] = b"ot-baggage-";
+const JAEGER_BAGGAGE_PREFIX: &[u8] = b"uberctx-";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySearch {
+    Found(RoutingKey),
+    /// A carrier was present but held no well-formed key.
+    Invalid,
+    Absent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestScan<'a> {
+    pub authority: Option<&'a [u8]>,
+    pub method: Option<&'a [u8]>,
+    pub key: KeySearch,
+    /// The client sent the header the filter uses for cluster-mode routing.
+    pub has_cluster_header: bool,
+    pub is_grpc: bool,
+}
+
+/// The best key so far and its precedence rank (lower wins).
+struct Best {
+    rank: usize,
+    key: Option<RoutingKey>,
+    saw_invalid: bool,
+}
+
+impl Best {
+    fn wants(&self, rank: usize) -> bool {
+        rank < self.rank
+    }
+
+    fn offer(&mut self, rank: usize, lookup: Lookup) {
+        match lookup {
+            Lookup::Key(key) if rank < self.rank => {
+                self.rank = rank;
+                self.key = Some(key);
+            }
+            Lookup::Invalid => self.saw_invalid = true,
+            _ => {}
+        }
+    }
+}
+
+pub fn scan<'a>(
+    settings: &Settings,
+    headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> RequestScan<'a> {
+    let carriers = &settings.carriers;
+    let plain = carriers.headers.len();
+    let names = carriers.baggage.len();
+    // Rank bases of each carrier kind (see the module docs).
+    let baggage_base = plain;
+    let ot_base = baggage_base.saturating_add(names);
+    let jaeger_base = ot_base.saturating_add(names);
+    let tracestate_base = jaeger_base.saturating_add(names);
+
+    let mut best = Best {
+        rank: usize::MAX,
+        key: None,
+        saw_invalid: false,
+    };
+    let mut scan = RequestScan {
+        authority: None,
+        method: None,
+        key: KeySearch::Absent,
+        has_cluster_header: false,
+        is_grpc: false,
+    };
+    for (name, value) in headers {
+        match name {
+            b":authority" => {
+                scan.authority.get_or_insert(value);
+            }
+            b":method" => {
+                scan.method.get_or_insert(value);
+            }
+            b"content-type" => scan.is_grpc = value.starts_with(b"application/grpc"),
+            b"baggage" => {
+                for (i, member) in carriers.baggage.iter().enumerate() {
+                    let rank = baggage_base.saturating_add(i);
+                    if best.wants(rank) {
+                        best.offer(rank, find_baggage_member(value, member));
+                    }
+                }
+            }
+            b"tracestate" => {
+                for (i, member) in carriers.baggage.iter().enumerate() {
+                    let rank = tracestate_base.saturating_add(i);
+                    if best.wants(rank) {
+                        best.offer(rank, find_tracestate_member(value, member));
+                    }
+                }
+            }
+            _ => {
+                if name.eq_ignore_ascii_case(&settings.cluster_header) {
+                    scan.has_cluster_header = true;
+                } else if let Some(rank) = plain_header_rank(carriers.headers.as_slice(), name) {
+                    if best.wants(rank) {
+                        best.offer(rank, whole_value(value, false));
+                    }
+                } else if let Some(i) = prefixed_member(name, OT_BAGGAGE_PREFIX, &carriers.baggage)
+                {
+                    let rank = ot_base.saturating_add(i);
+                    if best.wants(rank) {
+                        best.offer(rank, whole_value(value, true));
+                    }
+                } else if let Some(i) =
+                    prefixed_member(name, JAEGER_BAGGAGE_PREFIX, &carriers.baggage)
+                {
+                    let rank = jaeger_base.saturating_add(i);
+                    if best.wants(rank) {
+                        best.offer(rank, whole_value(value, true));
+                    }
+                }
+            }
+        }
+    }
+    scan.key = match (best.key, best.saw_invalid) {
+        (Some(key), _) => KeySearch::Found(key),
+        (None, true) => KeySearch::Invalid,
+        (None, false) => KeySearch::Absent,
+    };
+    scan
+}
+
+fn plain_header_rank(headers: &[Box<[u8]>], name: &[u8]) -> Option<usize> {
+    headers.iter().position(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// `ot-baggage-sandbox` → the index of `sandbox` among the member names.
+fn prefixed_member(name: &[u8], prefix: &[u8], members: &[Box<[u8]>]) -> Option<usize> {
+    let head = name.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let member = name.get(prefix.len()..)?;
+    members.iter().position(|m| member.eq_ignore_ascii_case(m))
+}

@@ -1,0 +1,253 @@
+//! The compiled route table and the routing decision. Lookups are two hash probes and a binary
+//! search over one sandbox's own routes: nothing grows with the number of sandboxes.
+
+use super::fast_hash::FastMap;
+use super::key::RoutingKey;
+use super::names::{normalize_host, split_authority};
+use super::request::{KeySearch, RequestScan};
+
+pub type ServiceId = u32;
+
+/// Which headers carry the routing key (names stored lowercase where header names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carriers {
+    /// Plain headers whose whole value is the key.
+    pub headers: Vec<Box<[u8]>>,
+    /// W3C baggage / tracestate member names.
+    pub baggage: Vec<Box<[u8]>>,
+}
+
+impl Carriers {
+    pub fn new(baggage: &[String], headers: &[String]) -> Self {
+        Carriers {
+            headers: headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase().into_bytes().into_boxed_slice())
+                .collect(),
+            baggage: baggage
+                .iter()
+                .map(|b| b.as_bytes().to_vec().into_boxed_slice())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub carriers: Carriers,
+    pub cluster_header: Box<[u8]>,
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Rewrite `:authority` to this host, with this port or the request's own.
+    Authority { host: Box<str>, port: Option<u16> },
+    /// Set the cluster header to this cluster name.
+    Cluster(Box<str>),
+}
+
+#[derive(Debug)]
+pub struct Sandbox {
+    pub key: Box<str>,
+    /// Sorted by service id.
+    routes: Vec<(ServiceId, Target)>,
+}
+
+impl Sandbox {
+    fn route(&self, service: ServiceId) -> Option<&Target> {
+        let at = self
+            .routes
+            .binary_search_by_key(&service, |(s, _)| *s)
+            .ok()?;
+        self.routes.get(at).map(|(_, target)| target)
+    }
+}
+
+#[derive(Debug)]
+pub struct Router {
+    pub settings: Settings,
+    /// Every host form of every routed service → its id.
+    hosts: FastMap<Box<str>, ServiceId>,
+    /// Canonical name of each service id.
+    services: Vec<Box<str>>,
+    sandboxes: FastMap<Box<str>, Sandbox>,
+}
+
+/// Why a request keeps its baseline destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineReason {
+    NoKey,
+    InvalidKey,
+    UnknownKey,
+    NoOverride,
+}
+
+impl BaselineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BaselineReason::NoKey => "no-key",
+            BaselineReason::InvalidKey => "invalid-key",
+            BaselineReason::UnknownKey => "unknown-key",
+            BaselineReason::NoOverride => "no-override",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'r> {
+    Baseline {
+        reason: BaselineReason,
+        key: Option<RoutingKey>,
+        /// The registered sandbox the key names, if any.
+        sandbox: Option<&'r Sandbox>,
+        /// The destination, when it is a service the configuration knows.
+        service: Option<&'r str>,
+    },
+    Route {
+        key: RoutingKey,
+        sandbox: &'r Sandbox,
+        service: &'r str,
+        target: &'r Target,
+    },
+}
+
+impl PartialEq for Sandbox {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Sandbox {}
+
+impl Router {
+    pub fn sandbox_count(&self) -> usize {
+        self.sandboxes.len()
+    }
+
+    pub fn decide(&self, request: &RequestScan<'_>) -> Decision<'_> {
+        let key = match request.key {
+            KeySearch::Found(key) => key,
+            KeySearch::Invalid => return baseline(BaselineReason::InvalidKey, None, None, None),
+            KeySearch::Absent => return baseline(BaselineReason::NoKey, None, None, None),
+        };
+        let Some(sandbox) = self.sandboxes.get(key.as_str()) else {
+            return baseline(BaselineReason::UnknownKey, Some(key), None, None);
+        };
+        let service = request.authority.and_then(|a| self.service_of(a));
+        let target = service.and_then(|(id, _)| sandbox.route(id));
+        match (service, target) {
+            (Some((_, service)), Some(target)) => Decision::Route {
+                key,
+                sandbox,
+                service,
+                target,
+            },
+            (service, _) => baseline(
+                BaselineReason::NoOverride,
+                Some(key),
+                Some(sandbox),
+                service.map(|(_, name)| name),
+            ),
+        }
+    }
+
+    fn service_of(&self, authority: &[u8]) -> Option<(ServiceId, &str)> {
+        let (host, _port) = split_authority(authority)?;
+        let host = normalize_host(host)?;
+        let id = *self.hosts.get(host.as_str())?;
+        let name = self.services.get(usize::try_from(id).ok()?)?;
+        Some((id, name))
+    }
+}
+
+fn baseline<'r>(
+    reason: BaselineReason,
+    key: Option<RoutingKey>,
+    sandbox: Option<&'r Sandbox>,
+    service: Option<&'r str>,
+) -> Decision<'r> {
+    Decision::Baseline {
+        reason,
+        key,
+        sandbox,
+        service,
+    }
+}
+
+/// The `:authority` a request rerouted to `host`/`port` carries: the target's port if it names
+/// one, else the request's own.
+pub fn rewritten_authority(target_host: &str, target_port: Option<u16>, original: &[u8]) -> String {
+    let original_port = split_authority(original)
+        .and_then(|(_, port)| port)
+        .and_then(|p| std::str::from_utf8(p).ok());
+    match (target_port, original_port) {
+        (Some(port), _) => format!("{target_host}:{port}"),
+        (None, Some(port)) => format!("{target_host}:{port}"),
+        (None, None) => target_host.to_owned(),
+    }
+}
+
+/// Builds a [`Router`], interning each service once however many sandboxes route it.
+pub struct RouterBuilder {
+    router: Router,
+}
+
+impl RouterBuilder {
+    pub fn new(settings: Settings) -> Self {
+        RouterBuilder {
+            router: Router {
+                settings,
+                hosts: FastMap::default(),
+                services: Vec::new(),
+                sandboxes: FastMap::default(),
+            },
+        }
+    }
+
+    /// `routes`: (canonical service name, every host form of it, target).
+    pub fn add_sandbox(
+        &mut self,
+        key: &str,
+        routes: Vec<(String, Vec<String>, Target)>,
+    ) -> Result<(), String> {
+        let mut table = Vec::with_capacity(routes.len());
+        for (canonical, forms, target) in routes {
+            let id = self.intern(canonical, forms)?;
+            if table.iter().any(|(existing, _)| *existing == id) {
+                let name = self.router.services.get(id as usize).map_or("", |s| &**s);
+                return Err(format!("routes `{name}` more than once"));
+            }
+            table.push((id, target));
+        }
+        table.sort_by_key(|(id, _)| *id);
+        table.shrink_to_fit();
+        let sandbox = Sandbox {
+            key: key.into(),
+            routes: table,
+        };
+        if self.router.sandboxes.insert(key.into(), sandbox).is_some() {
+            return Err("defined more than once".into());
+        }
+        Ok(())
+    }
+
+    fn intern(&mut self, canonical: String, forms: Vec<String>) -> Result<ServiceId, String> {
+        if let Some(&id) = self.router.hosts.get(canonical.as_str()) {
+            return Ok(id);
+        }
+        let id = ServiceId::try_from(self.router.services.len())
+            .map_err(|_| "too many services".to_owned())?;
+        self.router.services.push(canonical.into_boxed_str());
+        for form in forms {
+            self.router.hosts.insert(form.into_boxed_str(), id);
+        }
+        Ok(id)
+    }
+
+    pub fn build(mut self) -> Router {
+        self.router.hosts.shrink_to_fit();
+        self.router.services.shrink_to_fit();
+        self.router.sandboxes.shrink_to_fit();
+        self.router
+    }
+}

@@ -1,0 +1,288 @@
+//! Key extraction and routing decisions over whole header sets.
+
+use super::config::{compile, HostFacts};
+use super::header_map::{serialize, HeaderPairs};
+use super::request::{scan, KeySearch};
+use super::router::{rewritten_authority, BaselineReason, Decision, Router, Target};
+
+const CONFIG: &str = r#"{
+    "routing_key": { "baggage": ["sandbox"], "headers": ["x-sandbox"] },
+    "namespace": "shop",
+    "sandboxes": {
+        "feature-x": { "routes": {
+            "payment": { "authority": "payment-feature-x.shop.svc.cluster.local" },
+            "inventory.shop.svc.cluster.local": { "cluster": "inventory-feature-x" },
+            "ledger.billing": { "authority": "ledger-x.billing:9090" }
+        } },
+        "feature-y": { "routes": {
+            "payment": { "cluster": "payment-feature-y" }
+        } }
+    }
+}"#;
+
+fn router() -> Router {
+    compile(CONFIG.as_bytes(), &HostFacts::default()).unwrap()
+}
+
+/// The decision for a request with these headers, as `routed:<key>:<target>` or
+/// `baseline:<reason>`.
+fn decide(headers: &[(&str, &str)]) -> String {
+    let router = router();
+    let pairs: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let buffer = serialize(&pairs);
+    let request = scan(&router.settings, HeaderPairs::new(&buffer));
+    match router.decide(&request) {
+        Decision::Route { key, target, .. } => match target {
+            Target::Authority { host, .. } => format!("routed:{}:{host}", key.as_str()),
+            Target::Cluster(c) => format!("routed:{}:cluster={c}", key.as_str()),
+        },
+        Decision::Baseline { reason, .. } => format!("baseline:{}", reason.as_str()),
+    }
+}
+
+const PAY_X: &str = "routed:feature-x:payment-feature-x.shop.svc.cluster.local";
+
+#[test]
+fn routes_by_baggage() {
+    assert_eq!(
+        decide(&[(":authority", "payment"), ("baggage", "sandbox=feature-x")]),
+        PAY_X
+    );
+}
+
+#[test]
+fn no_key_unknown_key_no_override() {
+    assert_eq!(decide(&[(":authority", "payment")]), "baseline:no-key");
+    assert_eq!(
+        decide(&[(":authority", "payment"), ("baggage", "sandbox=nope")]),
+        "baseline:unknown-key"
+    );
+    assert_eq!(
+        decide(&[(":authority", "catalog"), ("baggage", "sandbox=feature-x")]),
+        "baseline:no-override"
+    );
+    assert_eq!(
+        decide(&[
+            (":authority", "inventory"),
+            ("baggage", "sandbox=feature-y")
+        ]),
+        "baseline:no-override"
+    );
+    assert_eq!(
+        decide(&[(":authority", "payment"), ("baggage", "sandbox=bad%20key")]),
+        "baseline:invalid-key"
+    );
+}
+
+#[test]
+fn every_kubernetes_form_with_or_without_port_and_case() {
+    for host in [
+        "payment",
+        "payment.shop",
+        "payment.shop.svc",
+        "payment.shop.svc.cluster.local",
+        "payment.shop.svc.cluster.local.",
+        "PAYMENT.Shop:8080",
+        "payment:80",
+    ] {
+        assert_eq!(
+            decide(&[(":authority", host), ("baggage", "sandbox=feature-x")]),
+            PAY_X,
+            "{host}"
+        );
+    }
+    for host in [
+        "payment.other",
+        "payment.shop.svc.cluster",
+        "xpayment",
+        "[::1]:80",
+        "payment:x",
+    ] {
+        assert_eq!(
+            decide(&[(":authority", host), ("baggage", "sandbox=feature-x")]),
+            "baseline:no-override",
+            "{host}"
+        );
+    }
+}
+
+#[test]
+fn other_namespace_needs_its_namespace() {
+    let key = ("baggage", "sandbox=feature-x");
+    assert_eq!(
+        decide(&[(":authority", "ledger.billing"), key]),
+        "routed:feature-x:ledger-x.billing"
+    );
+    assert_eq!(
+        decide(&[(":authority", "ledger"), key]),
+        "baseline:no-override"
+    );
+}
+
+#[test]
+fn cluster_mode() {
+    assert_eq!(
+        decide(&[(":authority", "inventory:8080"), ("x-sandbox", "feature-x")]),
+        "routed:feature-x:cluster=inventory-feature-x"
+    );
+}
+
+#[test]
+fn every_carrier() {
+    for (name, value) in [
+        ("x-sandbox", "feature-x"),
+        ("X-Sandbox", " feature-x "),
+        ("baggage", "sandbox=feature-x"),
+        ("ot-baggage-sandbox", "feature-x"),
+        ("ot-baggage-sandbox", "feature%2Dx"),
+        ("uberctx-sandbox", "feature-x"),
+        ("tracestate", "rojo=00f067aa0ba902b7,sandbox=feature-x"),
+    ] {
+        assert_eq!(
+            decide(&[(":authority", "payment"), (name, value)]),
+            PAY_X,
+            "{name}: {value}"
+        );
+    }
+}
+
+#[test]
+fn precedence_when_carriers_disagree() {
+    let all = [
+        ("tracestate", "sandbox=t"),
+        ("uberctx-sandbox", "u"),
+        ("ot-baggage-sandbox", "o"),
+        ("baggage", "sandbox=b"),
+        ("x-sandbox", "h"),
+    ];
+    let router = router();
+    let winner = |headers: &[(&str, &str)]| {
+        let pairs: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        match scan(&router.settings, pairs).key {
+            KeySearch::Found(k) => k.as_str().to_owned(),
+            other => format!("{other:?}"),
+        }
+    };
+    for (i, expected) in ["h", "b", "o", "u", "t"].iter().enumerate() {
+        // Drop the carriers that outrank the expected one.
+        let headers = &all[..all.len() - i];
+        assert_eq!(winner(headers), *expected);
+    }
+    // A malformed higher-precedence value does not hide a valid lower one.
+    assert_eq!(
+        winner(&[("x-sandbox", "bad key"), ("baggage", "sandbox=b")]),
+        "b"
+    );
+    assert_eq!(winner(&[("x-sandbox", "bad key")]), "Invalid");
+}
+
+#[test]
+fn every_baggage_header_counts() {
+    assert_eq!(
+        decide(&[
+            (":authority", "payment"),
+            ("baggage", "a=1,b=2"),
+            ("baggage", "sandbox=feature-x"),
+        ]),
+        PAY_X
+    );
+    assert_eq!(
+        decide(&[
+            (":authority", "payment"),
+            ("baggage", "sandbox=feature-x"),
+            ("baggage", "sandbox=feature-y"),
+        ]),
+        PAY_X
+    );
+}
+
+#[test]
+fn large_baggage_is_handled() {
+    let mut members: Vec<String> = (0..600).map(|i| format!("member{i}=value{i}")).collect();
+    members.push("sandbox=feature-x".into());
+    let header = members.join(",");
+    assert!(header.len() > 8192);
+    assert_eq!(
+        decide(&[(":authority", "payment"), ("baggage", &header)]),
+        PAY_X
+    );
+}
+
+#[test]
+fn grpc_and_cluster_header_are_noticed() {
+    let router = router();
+    let pairs: Vec<(&[u8], &[u8])> = vec![
+        (b"content-type", b"application/grpc+proto"),
+        (b"x-sandbox-cluster", b"anything"),
+    ];
+    let request = scan(&router.settings, pairs);
+    assert!(request.is_grpc);
+    assert!(request.has_cluster_header);
+}
+
+#[test]
+fn rewritten_authority_keeps_the_port_unless_the_target_names_one() {
+    assert_eq!(
+        rewritten_authority("a.b", None, b"payment:8080"),
+        "a.b:8080"
+    );
+    assert_eq!(rewritten_authority("a.b", None, b"payment"), "a.b");
+    assert_eq!(
+        rewritten_authority("a.b", Some(9090), b"payment:8080"),
+        "a.b:9090"
+    );
+}
+
+#[test]
+fn baseline_reason_names() {
+    assert_eq!(BaselineReason::NoOverride.as_str(), "no-override");
+}
+
+#[test]
+fn describes_decisions() {
+    use super::describe::describe;
+    let router = router();
+    let text = |headers: Vec<(&'static [u8], &'static [u8])>| {
+        let authority = headers
+            .iter()
+            .find(|(n, _)| *n == b":authority")
+            .map_or(&b""[..], |(_, v)| *v);
+        describe(
+            &router.decide(&scan(&router.settings, headers.clone())),
+            authority,
+        )
+    };
+    assert_eq!(
+        text(vec![
+            (b":authority", b"payment:8080"),
+            (b"baggage", b"sandbox=feature-x")
+        ]),
+        "routed; key=feature-x; service=payment.shop.svc.cluster.local; \
+         target=authority:payment-feature-x.shop.svc.cluster.local:8080"
+    );
+    assert_eq!(
+        text(vec![(b":authority", b"inventory"), (b"x-sandbox", b"feature-x")]),
+        "routed; key=feature-x; service=inventory.shop.svc.cluster.local; target=cluster:inventory-feature-x"
+    );
+    assert_eq!(
+        text(vec![(b":authority", b"payment")]),
+        "baseline; reason=no-key"
+    );
+    assert_eq!(
+        text(vec![(b":authority", b"payment"), (b"x-sandbox", b"nope")]),
+        "baseline; key=nope; reason=unknown-key"
+    );
+    assert_eq!(
+        text(vec![
+            (b":authority", b"inventory"),
+            (b"x-sandbox", b"feature-y")
+        ]),
+        "baseline; key=feature-y; service=inventory.shop.svc.cluster.local; reason=no-override"
+    );
+}

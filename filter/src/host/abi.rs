@@ -1,0 +1,206 @@
+//! The proxy-wasm ABI 0.2.1 host calls this filter uses, each wrapped so that a failing call
+//! is an `Err`, never a panic. Buffers the host hands back are freed on drop.
+
+use std::ptr::null_mut;
+
+pub type Status = u32;
+const OK: Status = 0;
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MapType {
+    RequestHeaders = 0,
+    ResponseHeaders = 2,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum LogLevel {
+    Info = 2,
+    Error = 4,
+}
+
+const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> Status;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> Status;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize)
+        -> Status;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> Status;
+}
+
+/// Memory the host allocated through `proxy_on_memory_allocate` and handed to us.
+pub struct HostBuffer {
+    data: *mut u8,
+    len: usize,
+}
+
+impl HostBuffer {
+    fn new(data: *mut u8, len: usize) -> Self {
+        if data.is_null() {
+            HostBuffer { data, len: 0 }
+        } else {
+            HostBuffer { data, len }
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        if self.data.is_null() {
+            return &[];
+        }
+        // SAFETY: the host wrote `len` bytes at `data`, allocated by `allocate` below.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+impl Drop for HostBuffer {
+    fn drop(&mut self) {
+        if !self.data.is_null() {
+            // SAFETY: allocated by `allocate(len)` as a Vec<u8> of capacity `len`.
+            drop(unsafe { Vec::from_raw_parts(self.data, self.len, self.len) });
+        }
+    }
+}
+
+/// The allocator the host calls to hand us data (`proxy_on_memory_allocate`).
+pub fn allocate(size: usize) -> *mut u8 {
+    let mut memory: Vec<u8> = Vec::with_capacity(size);
+    let pointer = memory.as_mut_ptr();
+    std::mem::forget(memory);
+    pointer
+}
+
+fn check(status: Status) -> Result<(), Status> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length describe a live string.
+    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+pub fn plugin_configuration(size: usize) -> Result<HostBuffer, Status> {
+    let (mut data, mut len) = (null_mut(), 0);
+    // SAFETY: out-pointers are valid for writes.
+    let status = unsafe {
+        proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut len)
+    };
+    let buffer = HostBuffer::new(data, len);
+    check(status).map(|()| buffer)
+}
+
+/// Every header of the map in one host call, in the serialized pairs format.
+pub fn header_pairs(map: MapType) -> Result<HostBuffer, Status> {
+    let (mut data, mut len) = (null_mut(), 0);
+    // SAFETY: out-pointers are valid for writes.
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut len) };
+    let buffer = HostBuffer::new(data, len);
+    check(status).map(|()| buffer)
+}
+
+pub fn replace_header(map: MapType, name: &[u8], value: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live slices.
+    check(unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn add_header(map: MapType, name: &[u8], value: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live slices.
+    check(unsafe {
+        proxy_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn remove_header(map: MapType, name: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointer and length describe a live slice.
+    check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+}
+
+/// A host property such as `node.metadata.NAMESPACE`; `Ok(None)` when absent.
+pub fn property(path: &[&str]) -> Result<Option<HostBuffer>, Status> {
+    let serialized = path.join("\0");
+    let (mut data, mut len) = (null_mut(), 0);
+    // SAFETY: pointers are valid; out-pointers are valid for writes.
+    let status =
+        unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut len) };
+    let buffer = HostBuffer::new(data, len);
+    match status {
+        OK => Ok(Some(buffer)),
+        1 => Ok(None),
+        other => Err(other),
+    }
+}
+
+pub fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<HostBuffer, Status> {
+    let (mut data, mut len) = (null_mut(), 0);
+    // SAFETY: pointers are valid; out-pointers are valid for writes.
+    let status = unsafe {
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            arguments.as_ptr(),
+            arguments.len(),
+            &mut data,
+            &mut len,
+        )
+    };
+    let buffer = HostBuffer::new(data, len);
+    check(status).map(|()| buffer)
+}

@@ -1,0 +1,136 @@
+//! Root and stream contexts. A stream only gets state when it needs work on its response, so a
+//! request without a routing key allocates nothing.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::core::config::{compile, HostFacts};
+use crate::core::fast_hash::FastMap;
+use crate::core::router::Router;
+
+use super::abi::{self, LogLevel};
+use super::stream::{self, StreamState};
+
+pub struct Filter {
+    roots: FastMap<u32, Option<Rc<Router>>>,
+    /// The router of the most recently configured root: what every stream uses unless several
+    /// roots coexist (a configuration update in progress), in which case `stream_roots` says.
+    latest: Option<Rc<Router>>,
+    stream_roots: FastMap<u32, u32>,
+    streams: FastMap<u32, StreamState>,
+}
+
+thread_local! {
+    static FILTER: RefCell<Filter> = RefCell::new(Filter {
+        roots: FastMap::default(),
+        latest: None,
+        stream_roots: FastMap::default(),
+        streams: FastMap::default(),
+    });
+}
+
+/// Runs `f` on the filter state; `fallback` if the state is unavailable (never expected: the
+/// host does not re-enter the VM from the host calls this filter makes).
+pub fn with_filter<T>(fallback: T, f: impl FnOnce(&mut Filter) -> T) -> T {
+    FILTER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut filter) => f(&mut filter),
+        Err(_) => fallback,
+    })
+}
+
+impl Filter {
+    pub fn configure(&mut self, root_id: u32, size: usize) -> bool {
+        let configuration = match abi::plugin_configuration(size) {
+            Ok(buffer) => buffer,
+            Err(status) => {
+                abi::log(
+                    LogLevel::Error,
+                    &format!(
+                        "sandbox-router: invalid configuration: cannot read it (status {status})"
+                    ),
+                );
+                return false;
+            }
+        };
+        match compile(configuration.bytes(), &host_facts()) {
+            Ok(router) => {
+                abi::log(
+                    LogLevel::Info,
+                    &format!(
+                        "sandbox-router: configured with {} sandboxes",
+                        router.sandbox_count()
+                    ),
+                );
+                let router = Rc::new(router);
+                self.roots.insert(root_id, Some(Rc::clone(&router)));
+                self.latest = Some(router);
+                true
+            }
+            Err(error) => {
+                abi::log(
+                    LogLevel::Error,
+                    &format!("sandbox-router: invalid configuration: {error}"),
+                );
+                false
+            }
+        }
+    }
+
+    pub fn create_context(&mut self, context_id: u32, parent_id: u32) {
+        if parent_id == 0 {
+            self.roots.insert(context_id, None);
+        } else if self.roots.len() > 1 {
+            self.stream_roots.insert(context_id, parent_id);
+        }
+    }
+
+    pub fn delete_context(&mut self, context_id: u32) {
+        if !self.streams.is_empty() {
+            self.streams.remove(&context_id);
+        }
+        if !self.stream_roots.is_empty() {
+            self.stream_roots.remove(&context_id);
+        }
+        if self.roots.remove(&context_id).is_some() {
+            self.latest = self.roots.values().flatten().next().cloned();
+        }
+    }
+
+    fn router_for(&self, context_id: u32) -> Option<Rc<Router>> {
+        if !self.stream_roots.is_empty() {
+            if let Some(root) = self.stream_roots.get(&context_id) {
+                if let Some(Some(router)) = self.roots.get(root) {
+                    return Some(Rc::clone(router));
+                }
+            }
+        }
+        self.latest.clone()
+    }
+
+    pub fn on_request_headers(&mut self, context_id: u32) {
+        let Some(router) = self.router_for(context_id) else {
+            return;
+        };
+        if let Some(state) = stream::route_request(&router) {
+            self.streams.insert(context_id, state);
+        }
+    }
+
+    pub fn on_response_headers(&mut self, context_id: u32) {
+        if self.streams.is_empty() {
+            return;
+        }
+        if let Some(state) = self.streams.get(&context_id) {
+            stream::decorate_response(state);
+        }
+    }
+}
+
+fn host_facts() -> HostFacts {
+    let namespace = abi::property(&["node", "metadata", "NAMESPACE"])
+        .ok()
+        .flatten()
+        .and_then(|buffer| String::from_utf8(buffer.bytes().to_vec()).ok())
+        .filter(|ns| !ns.is_empty());
+    HostFacts { namespace }
+}

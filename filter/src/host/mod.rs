@@ -1,0 +1,64 @@
+//! The thin host shell: proxy-wasm exports that read the request, ask the core, and apply its
+//! decision. Only the callbacks the filter needs are exported, so the host skips the others
+//! (each VM call is a per-request cost).
+
+mod abi;
+mod contexts;
+mod stream;
+
+use contexts::with_filter;
+
+/// Action values of the ABI.
+const CONTINUE: u32 = 0;
+
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    abi::allocate(size)
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_root_context_id: u32, _vm_configuration_size: usize) -> bool {
+    true
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(root_context_id: u32, configuration_size: usize) -> bool {
+    with_filter(false, |filter| {
+        filter.configure(root_context_id, configuration_size)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u32) {
+    with_filter((), |filter| {
+        filter.create_context(context_id, parent_context_id)
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(
+    context_id: u32,
+    _headers: usize,
+    _end_of_stream: bool,
+) -> u32 {
+    with_filter((), |filter| filter.on_request_headers(context_id));
+    CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(
+    context_id: u32,
+    _headers: usize,
+    _end_of_stream: bool,
+) -> u32 {
+    with_filter((), |filter| filter.on_response_headers(context_id));
+    CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(context_id: u32) {
+    with_filter((), |filter| filter.delete_context(context_id));
+}
