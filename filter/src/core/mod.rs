@@ -2,6 +2,7 @@
 //! is tested natively (and as 32-bit Wasm).
 
 pub mod baggage;
+pub mod bucket;
 pub mod config;
 pub mod describe;
 pub mod fast_hash;
