@@ -33,6 +33,14 @@ impl RateLimit {
         })
     }
 
+    /// The configured refill rate, for messages.
+    pub fn requests_per_second(&self) -> f64 {
+        // Exact for every rate the configuration accepts (at most 1e12 micro-tokens).
+        #[allow(clippy::cast_precision_loss)]
+        let micro = self.micro_per_second as f64;
+        micro / 1e6
+    }
+
     fn capacity(&self) -> u64 {
         u64::from(self.burst).saturating_mul(MICRO)
     }

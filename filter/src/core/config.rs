@@ -7,6 +7,8 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::baggage::is_token;
+use super::bucket::RateLimit;
+use super::guard::Budget;
 use super::key::is_valid_key;
 use super::names::{is_dns_label, is_dns_name, parse_authority_target, parse_service};
 use super::router::{Carriers, Router, RouterBuilder, Settings, Target};
@@ -14,6 +16,8 @@ use super::router::{Carriers, Router, RouterBuilder, Settings, Target};
 pub const DEFAULT_BAGGAGE_MEMBER: &str = "sandbox";
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-sandbox-cluster";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// Shared-data key prefix of the per-sandbox budget cells.
+pub const BUDGET_KEY_PREFIX: &str = "sandbox-router/budget/";
 const MAX_CLUSTER_NAME_LEN: usize = 1024;
 const MAX_CARRIER_NAMES: usize = 16;
 
@@ -50,8 +54,23 @@ struct RawConfig {
     cluster_header: Option<String>,
     #[serde(default)]
     debug: bool,
+    defaults: Option<RawBudget>,
     #[serde(default)]
     sandboxes: BTreeMap<String, RawSandbox>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    rate_limit: Option<RawRateLimit>,
+    max_in_flight: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    requests_per_second: f64,
+    burst: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +100,14 @@ fn default_baggage() -> Vec<String> {
 struct RawSandbox {
     #[serde(default)]
     routes: BTreeMap<String, RawTarget>,
+    rate_limit: Option<RawRateLimit>,
+    max_in_flight: Option<u32>,
+    #[serde(default = "enforce_by_default")]
+    enforce: bool,
+}
+
+fn enforce_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +181,15 @@ fn build(raw: RawConfig, facts: &HostFacts) -> Result<Router, ConfigError> {
         cluster_header: cluster_header.into_bytes().into_boxed_slice(),
         debug: raw.debug,
     };
+    let defaults = raw.defaults.unwrap_or_default();
+    let default_rate = defaults
+        .rate_limit
+        .map(|r| rate_limit(r, "defaults.rate_limit"))
+        .transpose()?;
+    let default_in_flight = defaults
+        .max_in_flight
+        .map(|m| max_in_flight(m, "defaults.max_in_flight"))
+        .transpose()?;
     let mut builder = RouterBuilder::new(settings);
     for (key, sandbox) in raw.sandboxes {
         let field = format!("sandboxes.{key}");
@@ -173,8 +209,22 @@ fn build(raw: RawConfig, facts: &HostFacts) -> Result<Router, ConfigError> {
             let canonical = service_ref.canonical(&cluster_domain);
             routes.push((canonical, forms, target));
         }
+        let rate = match sandbox.rate_limit {
+            Some(r) => Some(rate_limit(r, &format!("{field}.rate_limit"))?),
+            None => default_rate,
+        };
+        let in_flight = match sandbox.max_in_flight {
+            Some(m) => Some(max_in_flight(m, &format!("{field}.max_in_flight"))?),
+            None => default_in_flight,
+        };
+        let budget = (rate.is_some() || in_flight.is_some()).then(|| Budget {
+            rate,
+            max_in_flight: in_flight,
+            enforce: sandbox.enforce,
+            store_key: format!("{BUDGET_KEY_PREFIX}{key}").into_boxed_str(),
+        });
         builder
-            .add_sandbox(&key, routes)
+            .add_sandbox(&key, routes, budget)
             .map_err(|reason| error(&field, reason))?;
     }
     Ok(builder.build())
@@ -211,6 +261,22 @@ fn carriers(raw: &RawRoutingKey) -> Result<Carriers, ConfigError> {
         }
     }
     Ok(Carriers::new(&raw.baggage, &raw.headers))
+}
+
+fn rate_limit(raw: RawRateLimit, field: &str) -> Result<RateLimit, ConfigError> {
+    RateLimit::new(raw.requests_per_second, raw.burst).ok_or_else(|| {
+        error(
+            field,
+            "requests_per_second must be above 0 and at most 1000000, burst at least 1",
+        )
+    })
+}
+
+fn max_in_flight(value: u32, field: &str) -> Result<u32, ConfigError> {
+    if value == 0 {
+        return Err(error(field, "must be at least 1"));
+    }
+    Ok(value)
 }
 
 fn parse_target(target: RawTarget) -> Result<Target, String> {
@@ -312,6 +378,45 @@ mod tests {
         assert!(!err("{").is_empty());
         assert!(!err("[]").is_empty());
         assert!(err("{} x").contains("trailing"));
+    }
+
+    #[test]
+    fn budgets_inherit_defaults_field_by_field() {
+        let router = compile(
+            br#"{
+            "defaults": { "rate_limit": { "requests_per_second": 50, "burst": 100 }, "max_in_flight": 20 },
+            "sandboxes": {
+                "own": { "rate_limit": { "requests_per_second": 0.5, "burst": 1 }, "enforce": false },
+                "inherits": {}
+            }}"#,
+            &HostFacts::default(),
+        )
+        .unwrap();
+        let own = router.sandbox("own").unwrap().budget.as_ref().unwrap();
+        assert_eq!(own.rate, RateLimit::new(0.5, 1));
+        assert_eq!(own.max_in_flight, Some(20));
+        assert!(!own.enforce);
+        assert_eq!(&*own.store_key, "sandbox-router/budget/own");
+        let inherits = router.sandbox("inherits").unwrap().budget.as_ref().unwrap();
+        assert_eq!(inherits.rate, RateLimit::new(50.0, 100));
+        assert!(inherits.enforce);
+        let unlimited = compile(br#"{"sandboxes": {"free": {}}}"#, &HostFacts::default()).unwrap();
+        assert!(unlimited.sandbox("free").unwrap().budget.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_budgets() {
+        let e =
+            err(r#"{"sandboxes": {"x": {"rate_limit": {"requests_per_second": 0, "burst": 1}}}}"#);
+        assert!(e.starts_with("sandboxes.x.rate_limit: "), "{e}");
+        let e = err(r#"{"defaults": {"max_in_flight": 0}}"#);
+        assert!(e.starts_with("defaults.max_in_flight: "), "{e}");
+        let e = err(
+            r#"{"sandboxes": {"x": {"rate_limit": {"requests_per_second": 1, "burst": 1.5}}}}"#,
+        );
+        assert!(e.starts_with("sandboxes.x.rate_limit.burst: "), "{e}");
+        let e = err(r#"{"sandboxes": {"x": {"max_in_flight": -1}}}"#);
+        assert!(e.starts_with("sandboxes.x.max_in_flight: "), "{e}");
     }
 
     #[test]

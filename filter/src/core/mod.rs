@@ -6,6 +6,7 @@ pub mod bucket;
 pub mod config;
 pub mod describe;
 pub mod fast_hash;
+pub mod guard;
 pub mod header_map;
 pub mod key;
 pub mod names;

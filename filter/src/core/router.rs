@@ -2,6 +2,7 @@
 //! search over one sandbox's own routes: nothing grows with the number of sandboxes.
 
 use super::fast_hash::FastMap;
+use super::guard::Budget;
 use super::key::RoutingKey;
 use super::names::{normalize_host, split_authority};
 use super::request::{KeySearch, RequestScan};
@@ -50,6 +51,8 @@ pub enum Target {
 #[derive(Debug)]
 pub struct Sandbox {
     pub key: Box<str>,
+    /// `None`: unlimited.
+    pub budget: Option<Budget>,
     /// Sorted by service id.
     routes: Vec<(ServiceId, Target)>,
 }
@@ -122,6 +125,14 @@ impl Eq for Sandbox {}
 impl Router {
     pub fn sandbox_count(&self) -> usize {
         self.sandboxes.len()
+    }
+
+    pub fn sandbox(&self, key: &str) -> Option<&Sandbox> {
+        self.sandboxes.get(key)
+    }
+
+    pub fn sandboxes(&self) -> impl Iterator<Item = &Sandbox> {
+        self.sandboxes.values()
     }
 
     pub fn decide(&self, request: &RequestScan<'_>) -> Decision<'_> {
@@ -209,6 +220,7 @@ impl RouterBuilder {
         &mut self,
         key: &str,
         routes: Vec<(String, Vec<String>, Target)>,
+        budget: Option<Budget>,
     ) -> Result<(), String> {
         let mut table = Vec::with_capacity(routes.len());
         for (canonical, forms, target) in routes {
@@ -223,6 +235,7 @@ impl RouterBuilder {
         table.shrink_to_fit();
         let sandbox = Sandbox {
             key: key.into(),
+            budget,
             routes: table,
         };
         if self.router.sandboxes.insert(key.into(), sandbox).is_some() {

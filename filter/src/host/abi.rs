@@ -5,6 +5,8 @@ use std::ptr::null_mut;
 
 pub type Status = u32;
 const OK: Status = 0;
+const NOT_FOUND: Status = 1;
+pub const CAS_MISMATCH: Status = 8;
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
@@ -58,6 +60,31 @@ extern "C" {
         path_size: usize,
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
+    ) -> Status;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> Status;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> Status;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> Status;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
     ) -> Status;
     fn proxy_call_foreign_function(
         function_name_data: *const u8,
@@ -183,7 +210,7 @@ pub fn property(path: &[&str]) -> Result<Option<HostBuffer>, Status> {
     let buffer = HostBuffer::new(data, len);
     match status {
         OK => Ok(Some(buffer)),
-        1 => Ok(None),
+        NOT_FOUND => Ok(None),
         other => Err(other),
     }
 }
@@ -203,4 +230,54 @@ pub fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<HostBuffer,
     };
     let buffer = HostBuffer::new(data, len);
     check(status).map(|()| buffer)
+}
+
+pub fn now_nanos() -> Result<u64, Status> {
+    let mut now = 0u64;
+    // SAFETY: the out-pointer is valid for writes.
+    check(unsafe { proxy_get_current_time_nanoseconds(&mut now) }).map(|()| now)
+}
+
+/// A shared-data value and its CAS token; `Ok(None)` when the key is absent.
+pub fn shared_data(key: &str) -> Result<Option<(HostBuffer, u32)>, Status> {
+    let (mut data, mut len, mut cas) = (null_mut(), 0, 0u32);
+    // SAFETY: pointers are valid; out-pointers are valid for writes.
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut len, &mut cas) };
+    let buffer = HostBuffer::new(data, len);
+    match status {
+        OK => Ok(Some((buffer, cas))),
+        NOT_FOUND => Ok(None),
+        other => Err(other),
+    }
+}
+
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live slices.
+    check(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+/// Answers the request from the proxy. `grpc_status` < 0 means a plain HTTP reply.
+pub fn send_local_response(
+    status: u32,
+    details: &str,
+    body: &[u8],
+    serialized_headers: &[u8],
+    grpc_status: i32,
+) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live slices.
+    check(unsafe {
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            serialized_headers.as_ptr(),
+            serialized_headers.len(),
+            grpc_status,
+        )
+    })
 }

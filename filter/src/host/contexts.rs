@@ -8,7 +8,10 @@ use crate::core::config::{compile, HostFacts};
 use crate::core::fast_hash::FastMap;
 use crate::core::router::Router;
 
+use crate::core::guard::ensure_cell;
+
 use super::abi::{self, LogLevel};
+use super::budget::SharedData;
 use super::stream::{self, StreamState};
 
 pub struct Filter {
@@ -61,6 +64,7 @@ impl Filter {
                         router.sandbox_count()
                     ),
                 );
+                prepare_budgets(&router);
                 let router = Rc::new(router);
                 self.roots.insert(root_id, Some(Rc::clone(&router)));
                 self.latest = Some(router);
@@ -86,7 +90,9 @@ impl Filter {
 
     pub fn delete_context(&mut self, context_id: u32) {
         if !self.streams.is_empty() {
-            self.streams.remove(&context_id);
+            if let Some(state) = self.streams.remove(&context_id) {
+                stream::finish(state);
+            }
         }
         if !self.stream_roots.is_empty() {
             self.stream_roots.remove(&context_id);
@@ -107,13 +113,16 @@ impl Filter {
         self.latest.clone()
     }
 
-    pub fn on_request_headers(&mut self, context_id: u32) {
+    /// Returns whether the request was answered locally (the chain must stop).
+    pub fn on_request_headers(&mut self, context_id: u32) -> bool {
         let Some(router) = self.router_for(context_id) else {
-            return;
+            return false;
         };
-        if let Some(state) = stream::route_request(&router) {
+        let handled = stream::route_request(&router);
+        if let Some(state) = handled.state {
             self.streams.insert(context_id, state);
         }
+        handled.answered
     }
 
     pub fn on_response_headers(&mut self, context_id: u32) {
@@ -122,6 +131,25 @@ impl Filter {
         }
         if let Some(state) = self.streams.get(&context_id) {
             stream::decorate_response(state);
+        }
+    }
+}
+
+/// Creates the shared budget cells of the configured sandboxes that lack one; cells of
+/// sandboxes that remain keep their state across configuration updates.
+fn prepare_budgets(router: &Router) {
+    let Ok(now) = abi::now_nanos() else {
+        return;
+    };
+    for budget in router.sandboxes().filter_map(|s| s.budget.as_ref()) {
+        if ensure_cell(&mut SharedData, budget, now).is_err() {
+            abi::log(
+                LogLevel::Error,
+                &format!(
+                    "sandbox-router: could not create budget cell {}",
+                    budget.store_key
+                ),
+            );
         }
     }
 }

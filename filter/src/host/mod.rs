@@ -3,6 +3,7 @@
 //! (each VM call is a per-request cost).
 
 mod abi;
+mod budget;
 mod contexts;
 mod stream;
 
@@ -10,6 +11,7 @@ use contexts::with_filter;
 
 /// Action values of the ABI.
 const CONTINUE: u32 = 0;
+const PAUSE: u32 = 1;
 
 #[no_mangle]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
@@ -44,8 +46,11 @@ pub extern "C" fn proxy_on_request_headers(
     _headers: usize,
     _end_of_stream: bool,
 ) -> u32 {
-    with_filter((), |filter| filter.on_request_headers(context_id));
-    CONTINUE
+    if with_filter(false, |filter| filter.on_request_headers(context_id)) {
+        PAUSE
+    } else {
+        CONTINUE
+    }
 }
 
 #[no_mangle]

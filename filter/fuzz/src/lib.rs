@@ -1,0 +1,280 @@
+//! Oracles and input builders shared by the fuzz targets.
+//!
+//! The oracles restate the specification (module docs of `core::baggage` and `core::request`)
+//! in the plainest way possible: allocating, copying, no early exits. The targets compare the
+//! core's answers against them and check invariants that must hold for any input.
+
+use sandbox_router::core::baggage::Lookup;
+use sandbox_router::core::key::{RoutingKey, MAX_KEY_LEN};
+use sandbox_router::core::request::KeySearch;
+use sandbox_router::core::router::Settings;
+
+/// A routing key as the spec says it is: 1 to 128 bytes of `[A-Za-z0-9._-]`.
+pub fn is_well_formed_key(bytes: &[u8]) -> bool {
+    (1..=MAX_KEY_LEN).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+}
+
+/// Asserts the invariant every key the core hands out must satisfy.
+pub fn assert_key_shape(key: &RoutingKey) {
+    let bytes = key.as_bytes();
+    assert!(is_well_formed_key(bytes), "malformed key {bytes:?}");
+    assert_eq!(key.as_str().as_bytes(), bytes);
+}
+
+pub fn trim_ows(bytes: &[u8]) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    while matches!(v.first(), Some(b' ' | b'\t')) {
+        v.remove(0);
+    }
+    while matches!(v.last(), Some(b' ' | b'\t')) {
+        v.pop();
+    }
+    v
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// `%XX` decoding that fails on any malformed escape.
+pub fn strict_percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = hex(*bytes.get(i + 1)?)?;
+            let lo = hex(*bytes.get(i + 2)?)?;
+            out.push(hi * 16 + lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// `%XX` decoding that keeps a malformed escape as it is.
+pub fn lossy_percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| Some(hex(*bytes.get(i + 1)?)? * 16 + hex(*bytes.get(i + 2)?)?))
+            .flatten();
+        match escape {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The spec's answer for a lookup, with the key as plain bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Key(Vec<u8>),
+    Invalid,
+    Absent,
+}
+
+impl Expect {
+    pub fn of(lookup: &Lookup) -> Expect {
+        match lookup {
+            Lookup::Key(k) => {
+                assert_key_shape(k);
+                Expect::Key(k.as_bytes().to_vec())
+            }
+            Lookup::Invalid => Expect::Invalid,
+            Lookup::Absent => Expect::Absent,
+        }
+    }
+
+    pub fn of_search(search: &KeySearch) -> Expect {
+        match search {
+            KeySearch::Found(k) => {
+                assert_key_shape(k);
+                Expect::Key(k.as_bytes().to_vec())
+            }
+            KeySearch::Invalid => Expect::Invalid,
+            KeySearch::Absent => Expect::Absent,
+        }
+    }
+
+    fn from_candidates(candidates: Vec<Option<Vec<u8>>>) -> Expect {
+        let mut seen = false;
+        for candidate in candidates {
+            seen = true;
+            if let Some(key) = candidate {
+                return Expect::Key(key);
+            }
+        }
+        if seen {
+            Expect::Invalid
+        } else {
+            Expect::Absent
+        }
+    }
+}
+
+fn decoded_key(value: &[u8]) -> Option<Vec<u8>> {
+    strict_percent_decode(&trim_ows(value)).filter(|k| is_well_formed_key(k))
+}
+
+fn literal_key(value: &[u8]) -> Option<Vec<u8>> {
+    Some(trim_ows(value)).filter(|k| is_well_formed_key(k))
+}
+
+/// W3C baggage: `member *( "," member )`, member = `key OWS "=" OWS value *( ";" property )`.
+pub fn oracle_baggage(header: &[u8], name: &[u8]) -> Expect {
+    let mut candidates = Vec::new();
+    for member in header.split(|&b| b == b',') {
+        let key_value: Vec<u8> = member.iter().copied().take_while(|&b| b != b';').collect();
+        let Some(eq) = key_value.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        if trim_ows(&key_value[..eq]) == name {
+            candidates.push(decoded_key(&key_value[eq + 1..]));
+        }
+    }
+    Expect::from_candidates(candidates)
+}
+
+/// W3C tracestate: `vendor=value` list members, values opaque.
+pub fn oracle_tracestate(header: &[u8], name: &[u8]) -> Expect {
+    let mut candidates = Vec::new();
+    for member in header.split(|&b| b == b',') {
+        let Some(eq) = member.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        if trim_ows(&member[..eq]) == name {
+            candidates.push(literal_key(&member[eq + 1..]));
+        }
+    }
+    Expect::from_candidates(candidates)
+}
+
+pub fn oracle_whole_value(value: &[u8], percent_encoded: bool) -> Expect {
+    let key = if percent_encoded {
+        decoded_key(value)
+    } else {
+        literal_key(value)
+    };
+    key.map_or(Expect::Invalid, Expect::Key)
+}
+
+/// The key a whole header set carries, by the precedence of `core::request`'s module docs:
+/// for each carrier in precedence order, the first header in arrival order that holds a
+/// well-formed key wins; with none, `Invalid` if any carrier was present but malformed.
+pub fn oracle_scan(settings: &Settings, headers: &[(Vec<u8>, Vec<u8>)]) -> Expect {
+    let lower = |b: &[u8]| b.to_ascii_lowercase();
+    let cluster = lower(&settings.cluster_header);
+    // Headers the scanner handles before it considers carriers.
+    let reserved = |name: &[u8]| {
+        matches!(name, b":authority" | b":method" | b"content-type" | b"baggage" | b"tracestate")
+            || lower(name) == cluster
+    };
+    let carriers = &settings.carriers;
+    let mut ranked: Vec<Vec<Expect>> = Vec::new();
+    for plain in &carriers.headers {
+        ranked.push(
+            headers
+                .iter()
+                .filter(|(n, _)| !reserved(n) && lower(n) == lower(plain))
+                .map(|(_, v)| oracle_whole_value(v, false))
+                .collect(),
+        );
+    }
+    for member in &carriers.baggage {
+        ranked.push(
+            headers
+                .iter()
+                .filter(|(n, _)| n == b"baggage")
+                .map(|(_, v)| oracle_baggage(v, member))
+                .collect(),
+        );
+    }
+    let is_plain = |n: &[u8]| carriers.headers.iter().any(|h| lower(h) == lower(n));
+    for prefix in [&b"ot-baggage-"[..], b"uberctx-"] {
+        for member in &carriers.baggage {
+            let mut wanted = prefix.to_vec();
+            wanted.extend_from_slice(&lower(member));
+            ranked.push(
+                headers
+                    .iter()
+                    .filter(|(n, _)| !reserved(n) && !is_plain(n) && lower(n) == wanted)
+                    .map(|(_, v)| oracle_whole_value(v, true))
+                    .collect(),
+            );
+        }
+    }
+    for member in &carriers.baggage {
+        ranked.push(
+            headers
+                .iter()
+                .filter(|(n, _)| n == b"tracestate")
+                .map(|(_, v)| oracle_tracestate(v, member))
+                .collect(),
+        );
+    }
+    let mut invalid = false;
+    for rank in &ranked {
+        for lookup in rank {
+            match lookup {
+                Expect::Key(k) => return Expect::Key(k.clone()),
+                Expect::Invalid => invalid = true,
+                Expect::Absent => {}
+            }
+        }
+    }
+    if invalid {
+        Expect::Invalid
+    } else {
+        Expect::Absent
+    }
+}
+
+/// The host of an `:authority` as the route table is keyed: port (1..=65535, digits only)
+/// removed, one trailing dot removed, lowercased; `None` if it can never name a service.
+pub fn oracle_lookup_host(authority: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(authority).ok()?;
+    let host = match text.split_once(':') {
+        Some((host, port)) => {
+            let ok = !port.is_empty()
+                && port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u32>().ok().is_some_and(|p| (1..=65535).contains(&p));
+            if !ok {
+                return None;
+            }
+            host
+        }
+        None => text,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    valid.then(|| host.to_ascii_lowercase())
+}
+
+/// The debug header value must be a legal, printable header value.
+pub fn assert_printable_header_value(text: &str) {
+    assert!(
+        text.bytes().all(|b| (0x20..0x7f).contains(&b)),
+        "unprintable debug header: {text:?}"
+    );
+}
