@@ -1,0 +1,8 @@
+//! Envoy: configuration description, process lifecycle, admin API.
+
+pub mod admin;
+pub mod config;
+pub mod process;
+
+pub use config::{Bootstrap, Cluster, Listener, Route, VirtualHost};
+pub use process::{validate, Envoy, EnvoyBuilder, FailedStart, Validation};

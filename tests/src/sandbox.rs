@@ -1,0 +1,330 @@
+//! The sandbox-router test topology: upstreams, Envoy routes and the Wasm filter wired in.
+//!
+//! Services (namespace `shop`) and the upstream each one reaches without a sandbox key:
+//! - `payment`   → `payment-baseline`; the sandbox authority
+//!   `payment-feature-x.shop.svc.cluster.local` → `payment-feature-x` (authority mode);
+//! - `inventory` → `inventory-baseline`, or the cluster named by `x-sandbox-cluster` when that
+//!   header is present (`inventory-feature-x` in cluster mode);
+//! - `catalog`   → `catalog-baseline` (no sandbox overrides it);
+//! - any other host → `default`.
+//!
+//! Every service answers to all its Kubernetes names (`svc`, `svc.shop`, `svc.shop.svc`,
+//! `svc.shop.svc.cluster.local`), with a trailing dot, and with any port.
+
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+
+use crate::client::{TestRequest, TestResponse};
+use crate::envoy::process::DEFAULT_FAILURE_TIMEOUT;
+use crate::envoy::{
+    Bootstrap, Cluster, Envoy, EnvoyBuilder, FailedStart, Listener, Route, VirtualHost,
+};
+use crate::paths;
+use crate::upstream::{Upstream, UpstreamOptions};
+
+pub const NAMESPACE: &str = "shop";
+/// Debug response header describing the filter's decision.
+pub const DECISION_HEADER: &str = "x-sandbox-router";
+/// Request header the filter sets in cluster mode (and the route reads).
+pub const CLUSTER_HEADER: &str = "x-sandbox-cluster";
+/// The sandbox key the default configuration knows.
+pub const KEY: &str = "feature-x";
+/// Where `payment` goes in sandbox `feature-x` (authority mode).
+pub const PAYMENT_SANDBOX_AUTHORITY: &str = "payment-feature-x.shop.svc.cluster.local";
+/// The cluster `inventory` goes to in sandbox `feature-x` (cluster mode).
+pub const INVENTORY_SANDBOX_CLUSTER: &str = "inventory-feature-x";
+/// Request header the Lua route-resolver adds: the name of the route Envoy had resolved.
+pub const LUA_ROUTE_HEADER: &str = "x-route-resolved-by-lua";
+
+pub const PAYMENT_BASELINE: &str = "payment-baseline";
+pub const PAYMENT_SANDBOX: &str = "payment-feature-x";
+pub const INVENTORY_BASELINE: &str = "inventory-baseline";
+pub const INVENTORY_SANDBOX: &str = "inventory-feature-x";
+pub const CATALOG_BASELINE: &str = "catalog-baseline";
+pub const DEFAULT_UPSTREAM: &str = "default";
+
+const UPSTREAMS: [&str; 6] = [
+    PAYMENT_BASELINE,
+    PAYMENT_SANDBOX,
+    INVENTORY_BASELINE,
+    INVENTORY_SANDBOX,
+    CATALOG_BASELINE,
+    DEFAULT_UPSTREAM,
+];
+
+/// The listener name in the sandbox topology.
+pub const LISTENER: &str = "ingress";
+
+/// The four Kubernetes names of `service` in namespace `shop`.
+pub fn kubernetes_names(service: &str) -> [String; 4] {
+    [
+        service.to_owned(),
+        format!("{service}.{NAMESPACE}"),
+        format!("{service}.{NAMESPACE}.svc"),
+        format!("{service}.{NAMESPACE}.svc.cluster.local"),
+    ]
+}
+
+/// Envoy `domains` for a host: itself, with a trailing dot, and both with any port.
+pub fn domains_for(hosts: &[String]) -> Vec<String> {
+    hosts
+        .iter()
+        .flat_map(|h| {
+            [
+                h.clone(),
+                format!("{h}:*"),
+                format!("{h}."),
+                format!("{h}.:*"),
+            ]
+        })
+        .collect()
+}
+
+/// The filter configuration from the contract (key `feature-x`; `payment` in authority mode,
+/// `inventory` in cluster mode; debug header on).
+pub fn default_filter_config() -> Value {
+    json!({
+        "routing_key": { "baggage": ["sandbox"], "headers": ["x-sandbox"] },
+        "namespace": NAMESPACE,
+        "cluster_header": CLUSTER_HEADER,
+        "debug": true,
+        "sandboxes": {
+            "feature-x": {
+                "routes": {
+                    "payment": { "authority": PAYMENT_SANDBOX_AUTHORITY },
+                    "inventory.shop.svc.cluster.local": { "cluster": INVENTORY_SANDBOX_CLUSTER }
+                }
+            }
+        }
+    })
+}
+
+/// The Wasm filter's `failure_policy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailurePolicy {
+    FailOpen,
+    FailClosed,
+}
+
+impl FailurePolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::FailOpen => "FAIL_OPEN",
+            FailurePolicy::FailClosed => "FAIL_CLOSED",
+        }
+    }
+}
+
+/// The sandbox-router HTTP filter entry, with `configuration` as given (any text: tests of
+/// invalid configurations pass broken JSON).
+pub fn wasm_filter(configuration: &str, failure_policy: FailurePolicy) -> Value {
+    let wasm = paths::filter_wasm();
+    json!({
+        "name": "sandbox-router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "sandbox-router",
+                "root_id": "sandbox-router",
+                "vm_config": {
+                    "vm_id": "sandbox-router",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": wasm.to_string_lossy() } }
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration
+                },
+                "failure_policy": failure_policy.as_str()
+            }
+        }
+    })
+}
+
+/// A Lua filter that makes Envoy resolve (and cache) the route in its decodeHeaders — before
+/// the sandbox-router runs — and records the resolved route's name in `x-route-resolved-by-lua`.
+pub fn lua_route_resolver() -> Value {
+    json!({
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {
+                "inline_string": format!(
+                    "function envoy_on_request(handle)\n\
+                     \x20 handle:metadata()\n\
+                     \x20 handle:headers():replace(\"{LUA_ROUTE_HEADER}\", handle:streamInfo():routeName())\n\
+                     end\n"
+                )
+            }
+        }
+    })
+}
+
+/// How to build the sandbox topology.
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    /// The filter's JSON configuration; `None` runs Envoy without the filter.
+    pub filter_config: Option<Value>,
+    /// The filter's configuration as raw text (need not be JSON); overrides `filter_config`.
+    pub raw_filter_config: Option<String>,
+    pub failure_policy: FailurePolicy,
+    /// Put `lua_route_resolver()` before the sandbox-router.
+    pub resolve_route_first: bool,
+    /// Speak HTTP/2 to the upstreams (needed for gRPC trailers).
+    pub upstream_http2: bool,
+    pub max_request_headers_kb: Option<u32>,
+    pub concurrency: u32,
+    /// Per-upstream behaviour (e.g. a delay), by upstream name; others use the defaults.
+    pub upstream_options: Vec<(String, UpstreamOptions)>,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            filter_config: Some(default_filter_config()),
+            raw_filter_config: None,
+            failure_policy: FailurePolicy::FailOpen,
+            resolve_route_first: false,
+            upstream_http2: false,
+            max_request_headers_kb: Some(96),
+            concurrency: 1,
+            upstream_options: Vec::new(),
+        }
+    }
+}
+
+impl SandboxOptions {
+    /// The same topology with no Wasm filter (plain Envoy routing).
+    pub fn without_filter() -> Self {
+        SandboxOptions {
+            filter_config: None,
+            ..Self::default()
+        }
+    }
+
+    /// The filter with this raw configuration text.
+    pub fn with_raw_config(configuration: &str) -> Self {
+        SandboxOptions {
+            raw_filter_config: Some(configuration.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Upstreams plus an Envoy routing to them.
+pub struct SandboxEnv {
+    // Field order matters: Envoy stops before the upstreams go away.
+    pub envoy: Envoy,
+    upstreams: Vec<Upstream>,
+}
+
+impl SandboxEnv {
+    /// The default topology with the filter and its default configuration.
+    pub async fn start() -> SandboxEnv {
+        Self::start_with(SandboxOptions::default()).await
+    }
+
+    pub async fn start_with(options: SandboxOptions) -> SandboxEnv {
+        let upstreams = start_upstreams(&options).await;
+        let bootstrap = sandbox_bootstrap(&upstreams, &options);
+        let envoy = EnvoyBuilder::new(bootstrap)
+            .concurrency(options.concurrency)
+            .start()
+            .await;
+        SandboxEnv { envoy, upstreams }
+    }
+
+    /// Starts the topology expecting Envoy to refuse it (e.g. an invalid filter configuration):
+    /// returns how Envoy exited and its log. Panics if Envoy becomes ready instead.
+    pub async fn start_expecting_refusal(options: SandboxOptions) -> FailedStart {
+        let upstreams = start_upstreams(&options).await;
+        EnvoyBuilder::new(sandbox_bootstrap(&upstreams, &options))
+            .concurrency(options.concurrency)
+            .start_expecting_failure(DEFAULT_FAILURE_TIMEOUT)
+            .await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.envoy.listener(LISTENER)
+    }
+
+    pub async fn send(&self, request: TestRequest) -> TestResponse {
+        request.send(self.addr()).await
+    }
+
+    pub fn upstream(&self, name: &str) -> &Upstream {
+        self.upstreams
+            .iter()
+            .find(|u| u.name() == name)
+            .unwrap_or_else(|| panic!("no upstream {name:?}"))
+    }
+}
+
+async fn start_upstreams(options: &SandboxOptions) -> Vec<Upstream> {
+    let mut upstreams = Vec::new();
+    for name in UPSTREAMS {
+        let upstream_options = options
+            .upstream_options
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default();
+        upstreams.push(Upstream::start_with(name, upstream_options).await);
+    }
+    upstreams
+}
+
+/// The bootstrap for the sandbox topology over the given upstreams (cluster name = upstream name).
+pub fn sandbox_bootstrap(upstreams: &[Upstream], options: &SandboxOptions) -> Bootstrap {
+    let payment = VirtualHost::new("payment", domains_for(&kubernetes_names("payment")))
+        .to_cluster(PAYMENT_BASELINE);
+    let payment_sandbox = VirtualHost::new(
+        "payment-feature-x",
+        [
+            PAYMENT_SANDBOX_AUTHORITY.to_owned(),
+            format!("{PAYMENT_SANDBOX_AUTHORITY}:*"),
+        ],
+    )
+    .to_cluster(PAYMENT_SANDBOX);
+    let inventory = VirtualHost::new("inventory", domains_for(&kubernetes_names("inventory")))
+        .route(Route::ClusterFromHeader {
+            header: CLUSTER_HEADER.to_owned(),
+        })
+        .to_cluster(INVENTORY_BASELINE);
+    let catalog = VirtualHost::new("catalog", domains_for(&kubernetes_names("catalog")))
+        .to_cluster(CATALOG_BASELINE);
+    let fallback = VirtualHost::new("default", ["*"]).to_cluster(DEFAULT_UPSTREAM);
+
+    let mut listener = Listener::new(LISTENER)
+        .virtual_host(payment)
+        .virtual_host(payment_sandbox)
+        .virtual_host(inventory)
+        .virtual_host(catalog)
+        .virtual_host(fallback);
+    if let Some(kb) = options.max_request_headers_kb {
+        listener = listener.max_request_headers_kb(kb);
+    }
+    if options.resolve_route_first {
+        listener = listener.http_filter(lua_route_resolver());
+    }
+    let configuration = match (&options.raw_filter_config, &options.filter_config) {
+        (Some(raw), _) => Some(raw.clone()),
+        (None, Some(config)) => Some(config.to_string()),
+        (None, None) => None,
+    };
+    if let Some(configuration) = configuration {
+        listener = listener.http_filter(wasm_filter(&configuration, options.failure_policy));
+    }
+
+    upstreams
+        .iter()
+        .fold(Bootstrap::new().listener(listener), |b, u| {
+            b.cluster(Cluster::new(u.name(), u.port()).http2(options.upstream_http2))
+        })
+}
+
+/// The filter's debug decision header on a response.
+pub fn decision(response: &TestResponse) -> Option<String> {
+    response.header(DECISION_HEADER)
+}

@@ -1,0 +1,194 @@
+//! In-process upstream servers that echo what they received.
+//!
+//! Each upstream listens on `127.0.0.1:0` (HTTP/1.1 and h2c prior knowledge on the same port)
+//! and answers every request with `200`, header `x-upstream: <name>` and a JSON body:
+//! `{"upstream", "method", "path", "authority", "version", "headers": {name: [values]}}`.
+//! Requests whose content-type starts with `application/grpc` get a gRPC-shaped answer instead:
+//! content-type `application/grpc`, one empty length-prefixed message and trailer `grpc-status: 0`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::body::Frames;
+
+/// Header naming the upstream that answered.
+pub const UPSTREAM_HEADER: &str = "x-upstream";
+/// Header echoing the :authority / Host the upstream received (when it is a valid header value).
+pub const UPSTREAM_AUTHORITY_HEADER: &str = "x-upstream-authority";
+
+/// A gRPC message frame with an empty payload: not compressed, length 0.
+pub const GRPC_EMPTY_MESSAGE: [u8; 5] = [0, 0, 0, 0, 0];
+
+/// How an upstream behaves.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamOptions {
+    /// Wait this long before answering each request.
+    pub delay: Option<Duration>,
+}
+
+/// A running upstream; stops accepting connections when dropped.
+#[derive(Debug)]
+pub struct Upstream {
+    name: String,
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    accept_task: JoinHandle<()>,
+}
+
+struct Shared {
+    name: String,
+    options: UpstreamOptions,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    /// Starts an upstream on the current Tokio runtime.
+    pub async fn start(name: &str) -> Upstream {
+        Self::start_with(name, UpstreamOptions::default()).await
+    }
+
+    pub async fn start_with(name: &str, options: UpstreamOptions) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("upstream {name}: bind 127.0.0.1:0: {e}"));
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            options,
+            requests: requests.clone(),
+        });
+        let accept_task = tokio::spawn(accept_loop(listener, shared));
+        Upstream {
+            name: name.to_owned(),
+            addr,
+            requests,
+            accept_task,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// How many requests this upstream has received so far.
+    pub fn request_count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(_) => continue,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(answer(&shared, req).await) }
+            });
+            // Errors here are client-side disconnects; nothing to report.
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Frames> {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    // Drain the request body so the client can finish sending.
+    let _ = body.collect().await;
+    if let Some(delay) = shared.options.delay {
+        tokio::time::sleep(delay).await;
+    }
+
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes().to_vec())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .map(|h| h.as_bytes().to_vec())
+        })
+        .unwrap_or_default();
+
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(UPSTREAM_HEADER, shared.name.as_str());
+    if let Ok(value) = HeaderValue::from_bytes(&authority) {
+        response = response.header(UPSTREAM_AUTHORITY_HEADER, value);
+    }
+
+    let is_grpc = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+        .unwrap_or(false);
+    if is_grpc {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        return response
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .body(Frames::data_with_trailers(
+                Bytes::from_static(&GRPC_EMPTY_MESSAGE),
+                trailers,
+            ))
+            .expect("valid gRPC response");
+    }
+
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let echo = serde_json::json!({
+        "upstream": shared.name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        "authority": String::from_utf8_lossy(&authority),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+    });
+    response
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Frames::data(echo.to_string()))
+        .expect("valid echo response")
+}

@@ -1,0 +1,153 @@
+//! Invalid filter configurations: Envoy must refuse to start, and its log must carry the
+//! filter's `sandbox-router: invalid configuration:` line naming the offending field.
+
+use integration_tests::sandbox::{self, FailurePolicy, SandboxOptions};
+use integration_tests::SandboxEnv;
+use serde_json::{json, Value};
+
+const FILTER_ERROR: &str = "sandbox-router: invalid configuration:";
+
+/// Starts Envoy with `configuration` (raw text) under `failure_policy` and asserts it is refused
+/// with a filter error line that contains every string in `expected`.
+async fn assert_refused_with(
+    failure_policy: FailurePolicy,
+    configuration: &str,
+    expected: &[&str],
+) {
+    let options = SandboxOptions {
+        failure_policy,
+        ..SandboxOptions::with_raw_config(configuration)
+    };
+    let failed = SandboxEnv::start_expecting_refusal(options).await;
+    if let Some(status) = failed.exit_status {
+        assert!(
+            !status.success(),
+            "Envoy exited successfully?\n{}",
+            failed.log
+        );
+    }
+    let line = failed
+        .log
+        .lines()
+        .find(|line| line.contains(FILTER_ERROR))
+        .unwrap_or_else(|| {
+            panic!(
+                "{failure_policy:?}: no `{FILTER_ERROR}` line for configuration {configuration}\nlog:\n{}",
+                failed.log
+            )
+        });
+    for part in expected {
+        assert!(
+            line.contains(part),
+            "{failure_policy:?}: the error should name {part:?}: {line}\nconfiguration: {configuration}"
+        );
+    }
+}
+
+/// Refused under FAIL_OPEN (the policy the contract uses: failing open at runtime must not
+/// mean accepting a broken configuration).
+async fn assert_refused(configuration: &str, expected: &[&str]) {
+    assert_refused_with(FailurePolicy::FailOpen, configuration, expected).await;
+}
+
+/// The default configuration with `edit` applied.
+fn config_with(edit: impl FnOnce(&mut Value)) -> String {
+    let mut config = sandbox::default_filter_config();
+    edit(&mut config);
+    config.to_string()
+}
+
+fn payment_route(config: &mut Value) -> &mut Value {
+    &mut config["sandboxes"]["feature-x"]["routes"]["payment"]
+}
+
+#[tokio::test]
+async fn bad_json_is_refused() {
+    assert_refused(r#"{"sandboxes": {"feature-x": "#, &[]).await;
+    assert_refused("not json at all", &[]).await;
+}
+
+#[tokio::test]
+async fn invalid_configuration_is_refused_under_fail_closed_too() {
+    assert_refused_with(FailurePolicy::FailClosed, "not json at all", &[]).await;
+    let config = config_with(|c| *payment_route(c) = json!({}));
+    assert_refused_with(
+        FailurePolicy::FailClosed,
+        &config,
+        &["sandboxes.feature-x.routes.payment"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_top_level_field_is_refused() {
+    let config = config_with(|c| c["sandboxs"] = json!({}));
+    assert_refused(&config, &["sandboxs"]).await;
+}
+
+#[tokio::test]
+async fn unknown_route_field_is_refused() {
+    let config = config_with(|c| payment_route(c)["weight"] = json!(50));
+    assert_refused(&config, &["sandboxes.feature-x.routes.payment", "weight"]).await;
+}
+
+#[tokio::test]
+async fn route_with_both_authority_and_cluster_is_refused() {
+    let config = config_with(|c| payment_route(c)["cluster"] = json!("payment-feature-x"));
+    assert_refused(
+        &config,
+        &["sandboxes.feature-x.routes.payment", "authority", "cluster"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn route_with_neither_authority_nor_cluster_is_refused() {
+    let config = config_with(|c| *payment_route(c) = json!({}));
+    assert_refused(
+        &config,
+        &["sandboxes.feature-x.routes.payment", "authority", "cluster"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_authority_hostname_is_refused() {
+    for authority in [
+        "not a host",
+        "payment_feature!x.shop",
+        "",
+        "-payment.shop",
+        "payment..shop",
+    ] {
+        let config = config_with(|c| payment_route(c)["authority"] = json!(authority));
+        assert_refused(&config, &["sandboxes.feature-x.routes.payment"]).await;
+    }
+}
+
+#[tokio::test]
+async fn malformed_service_name_is_refused() {
+    let config = config_with(|c| {
+        c["sandboxes"]["feature-x"]["routes"]["pay ment"] =
+            json!({ "authority": "p.shop.svc.cluster.local" })
+    });
+    assert_refused(&config, &["sandboxes.feature-x.routes"]).await;
+}
+
+#[tokio::test]
+async fn malformed_sandbox_key_is_refused() {
+    let too_long = "k".repeat(129);
+    for key in ["feature/x", "feature x", too_long.as_str()] {
+        let config = config_with(|c| {
+            let sandbox = c["sandboxes"]["feature-x"].take();
+            c["sandboxes"] = json!({ key: sandbox });
+        });
+        assert_refused(&config, &["sandboxes", key]).await;
+    }
+}
+
+#[tokio::test]
+async fn wrongly_typed_field_is_refused() {
+    let config = config_with(|c| c["debug"] = json!("yes"));
+    assert_refused(&config, &["debug"]).await;
+}
