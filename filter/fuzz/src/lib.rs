@@ -278,3 +278,10 @@ pub fn assert_printable_header_value(text: &str) {
         "unprintable debug header: {text:?}"
     );
 }
+
+/// `FUZZ_TRACE=1` makes targets print what they reached (to judge a corpus by hand:
+/// `FUZZ_TRACE=1 target/<triple>/release/<target> -runs=0 <corpus dir>`).
+pub fn trace_enabled() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some())
+}

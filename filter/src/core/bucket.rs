@@ -33,12 +33,16 @@ impl RateLimit {
         })
     }
 
-    /// The configured refill rate, for messages.
-    pub fn requests_per_second(&self) -> f64 {
-        // Exact for every rate the configuration accepts (at most 1e12 micro-tokens).
-        #[allow(clippy::cast_precision_loss)]
-        let micro = self.micro_per_second as f64;
-        micro / 1e6
+    /// The refill rate as a decimal, for messages (`5`, `0.5`, `0.000001`), without float
+    /// formatting (which would add kilobytes to the Wasm module).
+    pub fn rate_text(&self) -> String {
+        let whole = self.micro_per_second.checked_div(MICRO).unwrap_or(0);
+        let fraction = self.micro_per_second.checked_rem(MICRO).unwrap_or(0);
+        if fraction == 0 {
+            return whole.to_string();
+        }
+        let digits = format!("{fraction:06}");
+        format!("{whole}.{}", digits.trim_end_matches('0'))
     }
 
     fn capacity(&self) -> u64 {
@@ -159,6 +163,14 @@ mod tests {
         }
         assert!(RateLimit::new(1.0, 0).is_none());
         assert_eq!(limit(0.5, 1).micro_per_second, 500_000);
+    }
+
+    #[test]
+    fn rate_text() {
+        assert_eq!(limit(5.0, 1).rate_text(), "5");
+        assert_eq!(limit(0.5, 1).rate_text(), "0.5");
+        assert_eq!(limit(12.25, 1).rate_text(), "12.25");
+        assert_eq!(limit(0.000001, 1).rate_text(), "0.000001");
     }
 
     #[test]

@@ -8,10 +8,14 @@ use serde::Deserialize;
 
 use super::baggage::is_token;
 use super::bucket::RateLimit;
+use super::cidr::Cidr;
 use super::guard::Budget;
 use super::key::is_valid_key;
 use super::names::{is_dns_label, is_dns_name, parse_authority_target, parse_service};
-use super::router::{Carriers, Router, RouterBuilder, Settings, Target};
+use super::router::{
+    Carriers, Owner, Router, RouterBuilder, SandboxSpec, Settings, Target, Trust, UntrustedMode,
+};
+use super::time::parse_rfc3339;
 
 pub const DEFAULT_BAGGAGE_MEMBER: &str = "sandbox";
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-sandbox-cluster";
@@ -55,8 +59,50 @@ struct RawConfig {
     #[serde(default)]
     debug: bool,
     defaults: Option<RawBudget>,
+    trust: Option<RawTrust>,
+    #[serde(default)]
+    unknown_keys: UnknownKeys,
     #[serde(default)]
     sandboxes: BTreeMap<String, RawSandbox>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    sources: Vec<String>,
+    #[serde(default)]
+    untrusted: Untrusted,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Untrusted {
+    #[default]
+    Strip,
+    Reject,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum UnknownKeys {
+    #[default]
+    Baseline,
+    Reject,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum BaselineWrites {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwner {
+    user: Option<String>,
+    change: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +150,13 @@ struct RawSandbox {
     max_in_flight: Option<u32>,
     #[serde(default = "enforce_by_default")]
     enforce: bool,
+    owner: Option<RawOwner>,
+    #[serde(default)]
+    baseline_writes: BaselineWrites,
+    /// Baseline services this sandbox may still write to when `baseline_writes` is `deny`.
+    #[serde(default)]
+    baseline_write_exceptions: Vec<String>,
+    expires_at: Option<String>,
 }
 
 fn enforce_by_default() -> bool {
@@ -180,6 +233,8 @@ fn build(raw: RawConfig, facts: &HostFacts) -> Result<Router, ConfigError> {
         carriers,
         cluster_header: cluster_header.into_bytes().into_boxed_slice(),
         debug: raw.debug,
+        trust: raw.trust.map(trust).transpose()?,
+        reject_unknown_keys: matches!(raw.unknown_keys, UnknownKeys::Reject),
     };
     let defaults = raw.defaults.unwrap_or_default();
     let default_rate = defaults
@@ -209,6 +264,32 @@ fn build(raw: RawConfig, facts: &HostFacts) -> Result<Router, ConfigError> {
             let canonical = service_ref.canonical(&cluster_domain);
             routes.push((canonical, forms, target));
         }
+        let mut write_exceptions = Vec::with_capacity(sandbox.baseline_write_exceptions.len());
+        for (i, service) in sandbox.baseline_write_exceptions.iter().enumerate() {
+            let field = format!("{field}.baseline_write_exceptions[{i}]");
+            let service_ref = parse_service(service, namespace.as_deref(), &cluster_domain)
+                .map_err(|reason| error(&field, reason))?;
+            write_exceptions.push((
+                service_ref.canonical(&cluster_domain),
+                service_ref.host_forms(namespace.as_deref(), &cluster_domain),
+            ));
+        }
+        let expires_at_ns = sandbox
+            .expires_at
+            .as_deref()
+            .map(|text| {
+                parse_rfc3339(text).ok_or_else(|| {
+                    error(
+                        format!("{field}.expires_at"),
+                        format!("`{text}` is not an RFC 3339 time such as 2026-12-01T00:00:00Z"),
+                    )
+                })
+            })
+            .transpose()?;
+        let owner = sandbox
+            .owner
+            .map(|o| owner(o, &format!("{field}.owner")))
+            .transpose()?;
         let rate = match sandbox.rate_limit {
             Some(r) => Some(rate_limit(r, &format!("{field}.rate_limit"))?),
             None => default_rate,
@@ -224,7 +305,15 @@ fn build(raw: RawConfig, facts: &HostFacts) -> Result<Router, ConfigError> {
             store_key: format!("{BUDGET_KEY_PREFIX}{key}").into_boxed_str(),
         });
         builder
-            .add_sandbox(&key, routes, budget)
+            .add_sandbox(SandboxSpec {
+                key,
+                routes,
+                budget,
+                owner,
+                expires_at_ns,
+                deny_baseline_writes: sandbox.baseline_writes == BaselineWrites::Deny,
+                write_exceptions,
+            })
             .map_err(|reason| error(&field, reason))?;
     }
     Ok(builder.build())
@@ -261,6 +350,47 @@ fn carriers(raw: &RawRoutingKey) -> Result<Carriers, ConfigError> {
         }
     }
     Ok(Carriers::new(&raw.baggage, &raw.headers))
+}
+
+fn trust(raw: RawTrust) -> Result<Trust, ConfigError> {
+    if raw.sources.is_empty() {
+        return Err(error(
+            "trust.sources",
+            "list at least one CIDR (omit `trust` to trust every source)",
+        ));
+    }
+    let sources = raw
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            text.parse::<Cidr>()
+                .map_err(|reason| error(format!("trust.sources[{i}]"), reason))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Trust {
+        sources,
+        untrusted: match raw.untrusted {
+            Untrusted::Strip => UntrustedMode::Strip,
+            Untrusted::Reject => UntrustedMode::Reject,
+        },
+    })
+}
+
+const MAX_OWNER_FIELD_LEN: usize = 256;
+
+fn owner(raw: RawOwner, field: &str) -> Result<Owner, ConfigError> {
+    let check = |value: Option<String>, name: &str| match value {
+        Some(v) if v.len() > MAX_OWNER_FIELD_LEN || v.chars().any(char::is_control) => Err(error(
+            format!("{field}.{name}"),
+            format!("at most {MAX_OWNER_FIELD_LEN} bytes, no control characters"),
+        )),
+        other => Ok(other.map(String::into_boxed_str)),
+    };
+    Ok(Owner {
+        user: check(raw.user, "user")?,
+        change: check(raw.change, "change")?,
+    })
 }
 
 fn rate_limit(raw: RawRateLimit, field: &str) -> Result<RateLimit, ConfigError> {
@@ -417,6 +547,64 @@ mod tests {
         assert!(e.starts_with("sandboxes.x.rate_limit.burst: "), "{e}");
         let e = err(r#"{"sandboxes": {"x": {"max_in_flight": -1}}}"#);
         assert!(e.starts_with("sandboxes.x.max_in_flight: "), "{e}");
+    }
+
+    #[test]
+    fn trust_owner_expiry_and_write_policy() {
+        let router = compile(
+            br#"{
+            "namespace": "shop",
+            "trust": { "sources": ["10.0.0.0/8", "fd00::/8"], "untrusted": "reject" },
+            "unknown_keys": "reject",
+            "sandboxes": { "feature-x": {
+                "owner": { "user": "alice@example.com", "change": "shop#1234" },
+                "routes": { "payment": { "authority": "payment-feature-x.shop.svc.cluster.local" } },
+                "baseline_writes": "deny",
+                "baseline_write_exceptions": ["audit-log"],
+                "expires_at": "2026-12-01T00:00:00Z"
+            } } }"#,
+            &HostFacts::default(),
+        )
+        .unwrap();
+        let trust = router.settings.trust.as_ref().unwrap();
+        assert_eq!(trust.untrusted, UntrustedMode::Reject);
+        assert!(router.settings.reject_unknown_keys);
+        let x = router.sandbox("feature-x").unwrap();
+        assert_eq!(
+            x.owner.as_ref().unwrap().user.as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(x.expires_at_ns, Some(1_796_083_200_000_000_000));
+        assert!(!x.may_write_to(Some("inventory.shop.svc.cluster.local")));
+        assert!(x.may_write_to(Some("audit-log.shop.svc.cluster.local")));
+        assert!(!x.may_write_to(None));
+    }
+
+    #[test]
+    fn rejects_bad_trust_and_policy_values() {
+        let e = err(r#"{"trust": {"sources": ["10.0.0.0/33"]}}"#);
+        assert!(e.starts_with("trust.sources[0]: "), "{e}");
+        let e = err(r#"{"trust": {"sources": []}}"#);
+        assert!(e.starts_with("trust.sources: "), "{e}");
+        let e = err(r#"{"trust": {"sources": ["10.0.0.0/8"], "untrusted": "drop"}}"#);
+        assert!(
+            e.starts_with("trust.untrusted: unknown variant `drop`"),
+            "{e}"
+        );
+        let e = err(r#"{"unknown_keys": "ignore"}"#);
+        assert!(e.starts_with("unknown_keys: "), "{e}");
+        let e = err(r#"{"sandboxes": {"x": {"expires_at": "tomorrow"}}}"#);
+        assert!(e.starts_with("sandboxes.x.expires_at: "), "{e}");
+        let e = err(r#"{"sandboxes": {"x": {"baseline_writes": "maybe"}}}"#);
+        assert!(e.starts_with("sandboxes.x.baseline_writes: "), "{e}");
+        let e = err(r#"{"sandboxes": {"x": {"owner": {"team": "a"}}}}"#);
+        assert!(
+            e.starts_with("sandboxes.x.owner.team: unknown field `team`"),
+            "{e}"
+        );
+        let e = err(r#"{"sandboxes": {"x": {"owner": {"user": "a
+b"}}}}"#);
+        assert!(e.starts_with("sandboxes.x.owner.user: "), "{e}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct Quota {
     pub reset_seconds: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Admitted; `holds_slot` when an in-flight slot was taken and must be released.
     Admitted {
@@ -61,7 +61,8 @@ pub enum Verdict {
     RateLimited {
         quota: Quota,
         retry_after: u64,
-        requests_per_second: f64,
+        /// The refill rate, as text for messages.
+        rate: RateLimit,
     },
     InFlightCapped {
         max_in_flight: u32,
@@ -102,7 +103,7 @@ pub fn admit(store: &mut impl Store, budget: &Budget, now_ns: u64) -> Verdict {
                     return Verdict::RateLimited {
                         quota: quota(&cell, rate),
                         retry_after: cell.seconds_until_token(rate).max(1),
-                        requests_per_second: rate.requests_per_second(),
+                        rate: *rate,
                     };
                 }
                 Some(quota(&cell, rate))
@@ -296,7 +297,7 @@ mod tests {
                     reset_seconds: 2
                 },
                 retry_after: 1,
-                requests_per_second: 1.0,
+                rate: RateLimit::new(1.0, 2).unwrap(),
             }
         );
     }

@@ -1,8 +1,10 @@
 //! The pure core: everything the filter decides, with no knowledge of proxy-wasm, so that it
 //! is tested natively (and as 32-bit Wasm).
 
+pub mod audit;
 pub mod baggage;
 pub mod bucket;
+pub mod cidr;
 pub mod config;
 pub mod describe;
 pub mod fast_hash;
@@ -10,8 +12,13 @@ pub mod guard;
 pub mod header_map;
 pub mod key;
 pub mod names;
+pub mod policy;
 pub mod request;
 pub mod router;
+pub mod strip;
+pub mod time;
 
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod routing_tests;

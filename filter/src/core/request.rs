@@ -29,6 +29,7 @@ pub enum KeySearch {
 pub struct RequestScan<'a> {
     pub authority: Option<&'a [u8]>,
     pub method: Option<&'a [u8]>,
+    pub path: Option<&'a [u8]>,
     pub key: KeySearch,
     /// The client sent the header the filter uses for cluster-mode routing.
     pub has_cluster_header: bool,
@@ -80,6 +81,7 @@ pub fn scan<'a>(
     let mut scan = RequestScan {
         authority: None,
         method: None,
+        path: None,
         key: KeySearch::Absent,
         has_cluster_header: false,
         is_grpc: false,
@@ -91,6 +93,9 @@ pub fn scan<'a>(
             }
             b":method" => {
                 scan.method.get_or_insert(value);
+            }
+            b":path" => {
+                scan.path.get_or_insert(value);
             }
             b"content-type" => scan.is_grpc = value.starts_with(b"application/grpc"),
             b"baggage" => {

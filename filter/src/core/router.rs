@@ -1,6 +1,10 @@
 //! The compiled route table and the routing decision. Lookups are two hash probes and a binary
 //! search over one sandbox's own routes: nothing grows with the number of sandboxes.
 
+use std::net::IpAddr;
+use std::rc::Rc;
+
+use super::cidr::Cidr;
 use super::fast_hash::FastMap;
 use super::guard::Budget;
 use super::key::RoutingKey;
@@ -33,11 +37,36 @@ impl Carriers {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UntrustedMode {
+    /// Remove the key from every carrier and route as baseline.
+    Strip,
+    /// Answer 403.
+    Reject,
+}
+
+/// Which sources may use a routing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    pub sources: Vec<Cidr>,
+    pub untrusted: UntrustedMode,
+}
+
+impl Trust {
+    pub fn allows(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.sources.iter().any(|cidr| cidr.contains(ip)))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub carriers: Carriers,
     pub cluster_header: Box<[u8]>,
     pub debug: bool,
+    /// `None`: every source is trusted.
+    pub trust: Option<Trust>,
+    /// Answer unknown (and expired) keys with a 4xx instead of routing them as baseline.
+    pub reject_unknown_keys: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,16 +77,55 @@ pub enum Target {
     Cluster(Box<str>),
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub user: Option<Box<str>>,
+    pub change: Option<Box<str>>,
+}
+
 #[derive(Debug)]
 pub struct Sandbox {
-    pub key: Box<str>,
+    pub key: Rc<str>,
     /// `None`: unlimited.
     pub budget: Option<Budget>,
+    pub owner: Option<Owner>,
+    /// Unix nanoseconds after which the key behaves as unknown.
+    pub expires_at_ns: Option<u64>,
+    /// Deny non-read requests to services this sandbox does not override.
+    pub deny_baseline_writes: bool,
+    /// Canonical names of baseline services it may still write to; sorted.
+    write_exceptions: Vec<Box<str>>,
     /// Sorted by service id.
     routes: Vec<(ServiceId, Target)>,
 }
 
+/// Everything about one sandbox, as the configuration gives it.
+pub struct SandboxSpec {
+    pub key: String,
+    /// (canonical service name, every host form of it, target).
+    pub routes: Vec<(String, Vec<String>, Target)>,
+    pub budget: Option<Budget>,
+    pub owner: Option<Owner>,
+    pub expires_at_ns: Option<u64>,
+    pub deny_baseline_writes: bool,
+    /// (canonical service name, every host form of it).
+    pub write_exceptions: Vec<(String, Vec<String>)>,
+}
+
 impl Sandbox {
+    pub fn may_write_to(&self, service: Option<&str>) -> bool {
+        !self.deny_baseline_writes
+            || service.is_some_and(|s| {
+                self.write_exceptions
+                    .binary_search_by(|e| (**e).cmp(s))
+                    .is_ok()
+            })
+    }
+
+    pub fn is_expired(&self, now_ns: u64) -> bool {
+        self.expires_at_ns.is_some_and(|at| now_ns >= at)
+    }
+
     fn route(&self, service: ServiceId) -> Option<&Target> {
         let at = self
             .routes
@@ -84,6 +152,10 @@ pub enum BaselineReason {
     InvalidKey,
     UnknownKey,
     NoOverride,
+    /// The source may not use a routing key.
+    Untrusted,
+    /// The sandbox's `expires_at` has passed.
+    Expired,
 }
 
 impl BaselineReason {
@@ -93,6 +165,8 @@ impl BaselineReason {
             BaselineReason::InvalidKey => "invalid-key",
             BaselineReason::UnknownKey => "unknown-key",
             BaselineReason::NoOverride => "no-override",
+            BaselineReason::Untrusted => "untrusted",
+            BaselineReason::Expired => "expired",
         }
     }
 }
@@ -215,15 +289,9 @@ impl RouterBuilder {
         }
     }
 
-    /// `routes`: (canonical service name, every host form of it, target).
-    pub fn add_sandbox(
-        &mut self,
-        key: &str,
-        routes: Vec<(String, Vec<String>, Target)>,
-        budget: Option<Budget>,
-    ) -> Result<(), String> {
-        let mut table = Vec::with_capacity(routes.len());
-        for (canonical, forms, target) in routes {
+    pub fn add_sandbox(&mut self, spec: SandboxSpec) -> Result<(), String> {
+        let mut table = Vec::with_capacity(spec.routes.len());
+        for (canonical, forms, target) in spec.routes {
             let id = self.intern(canonical, forms)?;
             if table.iter().any(|(existing, _)| *existing == id) {
                 let name = self.router.services.get(id as usize).map_or("", |s| &**s);
@@ -233,12 +301,29 @@ impl RouterBuilder {
         }
         table.sort_by_key(|(id, _)| *id);
         table.shrink_to_fit();
+        let mut write_exceptions = Vec::with_capacity(spec.write_exceptions.len());
+        for (canonical, forms) in spec.write_exceptions {
+            self.intern(canonical.clone(), forms)?;
+            write_exceptions.push(canonical.into_boxed_str());
+        }
+        write_exceptions.sort();
+        write_exceptions.dedup();
+        let key: Rc<str> = spec.key.as_str().into();
         let sandbox = Sandbox {
-            key: key.into(),
-            budget,
+            key: Rc::clone(&key),
+            budget: spec.budget,
+            owner: spec.owner,
+            expires_at_ns: spec.expires_at_ns,
+            deny_baseline_writes: spec.deny_baseline_writes,
+            write_exceptions,
             routes: table,
         };
-        if self.router.sandboxes.insert(key.into(), sandbox).is_some() {
+        if self
+            .router
+            .sandboxes
+            .insert(spec.key.into_boxed_str(), sandbox)
+            .is_some()
+        {
             return Err("defined more than once".into());
         }
         Ok(())

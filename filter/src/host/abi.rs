@@ -86,6 +86,20 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> Status;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> Status;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> Status;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> Status;
     fn proxy_call_foreign_function(
         function_name_data: *const u8,
         function_name_size: usize,
@@ -280,4 +294,31 @@ pub fn send_local_response(
             grpc_status,
         )
     })
+}
+
+/// Sets filter state `wasm.<name>` (what access logs read with `%FILTER_STATE(wasm.<name>:PLAIN)%`).
+pub fn set_filter_state(name: &str, value: &[u8]) -> Result<(), Status> {
+    // SAFETY: pointers and lengths describe live slices.
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+}
+
+const METRIC_COUNTER: u32 = 0;
+
+pub fn define_counter(name: &str) -> Result<u32, Status> {
+    let mut id = 0;
+    // SAFETY: pointer and length describe a live string; the out-pointer is valid.
+    check(unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) })
+        .map(|()| id)
+}
+
+pub fn increment_counter(id: u32, by: u64) -> Result<(), Status> {
+    let by = i64::try_from(by).unwrap_or(i64::MAX);
+    // SAFETY: plain values.
+    check(unsafe { proxy_increment_metric(id, by) })
+}
+
+/// Asks for `proxy_on_tick` on the current root context every `period_ms`.
+pub fn set_tick_period(period_ms: u32) -> Result<(), Status> {
+    // SAFETY: plain value.
+    check(unsafe { proxy_set_tick_period_milliseconds(period_ms) })
 }

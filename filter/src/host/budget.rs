@@ -31,15 +31,16 @@ impl Store for SharedData {
 const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
 
 /// Sends the 429 (or gRPC RESOURCE_EXHAUSTED) for a rejected verdict.
-pub fn reject(sandbox: &str, verdict: &Verdict, is_grpc: bool) {
+pub fn reject_over_budget(sandbox: &str, verdict: &Verdict, is_grpc: bool) {
     let (body, limit, reset, retry_after, details) = match verdict {
         Verdict::RateLimited {
             quota,
             retry_after,
-            requests_per_second,
+            rate,
         } => (
             format!(
-                "sandbox {sandbox}: rate limit exceeded ({requests_per_second} requests/s, burst {}); retry in {retry_after}s",
+                "sandbox {sandbox}: rate limit exceeded ({} requests/s, burst {}); retry in {retry_after}s",
+                rate.rate_text(),
                 quota.limit
             ),
             u64::from(quota.limit),

@@ -12,6 +12,7 @@ use crate::core::guard::ensure_cell;
 
 use super::abi::{self, LogLevel};
 use super::budget::SharedData;
+use super::metrics::{Metrics, FLUSH_PERIOD_MS};
 use super::stream::{self, StreamState};
 
 pub struct Filter {
@@ -21,6 +22,7 @@ pub struct Filter {
     latest: Option<Rc<Router>>,
     stream_roots: FastMap<u32, u32>,
     streams: FastMap<u32, StreamState>,
+    metrics: Metrics,
 }
 
 thread_local! {
@@ -29,6 +31,7 @@ thread_local! {
         latest: None,
         stream_roots: FastMap::default(),
         streams: FastMap::default(),
+        metrics: Metrics::default(),
     });
 }
 
@@ -65,6 +68,12 @@ impl Filter {
                     ),
                 );
                 prepare_budgets(&router);
+                if abi::set_tick_period(FLUSH_PERIOD_MS).is_err() {
+                    abi::log(
+                        LogLevel::Error,
+                        "sandbox-router: no timer: stats will not be flushed",
+                    );
+                }
                 let router = Rc::new(router);
                 self.roots.insert(root_id, Some(Rc::clone(&router)));
                 self.latest = Some(router);
@@ -118,11 +127,15 @@ impl Filter {
         let Some(router) = self.router_for(context_id) else {
             return false;
         };
-        let handled = stream::route_request(&router);
+        let handled = stream::route_request(&router, &mut self.metrics);
         if let Some(state) = handled.state {
             self.streams.insert(context_id, state);
         }
         handled.answered
+    }
+
+    pub fn on_tick(&mut self) {
+        self.metrics.flush();
     }
 
     pub fn on_response_headers(&mut self, context_id: u32) {

@@ -5,6 +5,7 @@
 mod abi;
 mod budget;
 mod contexts;
+mod metrics;
 mod stream;
 
 use contexts::with_filter;
@@ -66,4 +67,10 @@ pub extern "C" fn proxy_on_response_headers(
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
     with_filter((), |filter| filter.delete_context(context_id));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(root_context_id: u32) {
+    let _ = root_context_id;
+    with_filter((), |filter| filter.on_tick());
 }

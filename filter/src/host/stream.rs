@@ -1,15 +1,22 @@
-//! One request: read its headers once, decide, guard, apply.
+//! One request: read its headers once, decide, guard, apply, record.
 
+use crate::core::audit::audit_record;
+use crate::core::cidr::peer_ip;
 use crate::core::describe::describe;
 use crate::core::guard::{admit, release, Quota, Verdict};
 use crate::core::header_map::HeaderPairs;
-use crate::core::request::{scan, RequestScan};
+use crate::core::policy::{evaluate, Evaluation, Label, Rejection};
+use crate::core::request::{scan, KeySearch, RequestScan};
 use crate::core::router::{rewritten_authority, Decision, Router, Sandbox, Target};
+use crate::core::strip::{strip_plan, HeaderEdit};
 
 use super::abi::{self, LogLevel, MapType};
-use super::budget::{reject, SharedData};
+use super::budget::{reject_over_budget, SharedData};
+use super::metrics::Metrics;
 
 const DEBUG_HEADER: &[u8] = b"x-sandbox-router";
+/// Filter state key of the audit record: `%FILTER_STATE(wasm.sandbox_router:PLAIN)%`.
+const AUDIT_FILTER_STATE: &str = "sandbox_router";
 
 /// What a stream still has to do on its response or when it ends.
 #[derive(Default)]
@@ -26,8 +33,9 @@ pub struct Handled {
     pub answered: bool,
 }
 
-/// Routes the current request. A request without a key reads its headers once and returns.
-pub fn route_request(router: &Router) -> Handled {
+/// Routes the current request. A request without a key reads its headers once, and touches
+/// nothing else unless it carries a client-supplied cluster header or debug is on.
+pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
     let mut handled = Handled {
         state: None,
         answered: false,
@@ -35,31 +43,51 @@ pub fn route_request(router: &Router) -> Handled {
     let Ok(headers) = abi::header_pairs(MapType::RequestHeaders) else {
         return handled;
     };
+    let pairs = HeaderPairs::new(headers.bytes());
     let request = scan(&router.settings, HeaderPairs::new(headers.bytes()));
-    let decision = router.decide(&request);
-    let authority = request.authority.unwrap_or_default();
-    let mut state = StreamState::default();
+    if request.key == KeySearch::Absent {
+        let decision = router.decide(&request);
+        apply(router, &decision, &request);
+        if router.settings.debug {
+            handled.state = Some(StreamState {
+                debug: Some(describe(&decision, request.authority.unwrap_or_default())),
+                ..StreamState::default()
+            });
+        }
+        return handled;
+    }
 
-    if let Some(sandbox) = sandbox_of(&decision) {
+    let evaluation = evaluate(router, &request, source_is_trusted(router), now);
+    let mut state = StreamState::default();
+    let mut label = evaluation.label.unwrap_or(Label::InvalidKey);
+    if evaluation.strip {
+        strip_key(router, pairs);
+    }
+    if let Some(rejection) = &evaluation.reject {
+        send_rejection(rejection, request.is_grpc);
+        handled.answered = true;
+    } else if let Some(sandbox) = evaluation.budget_sandbox() {
         match guard(sandbox, request.is_grpc) {
             Guarded::Admitted { quota, slot } => {
                 state.quota = quota;
                 state.slot = slot;
             }
-            Guarded::Rejected { reason } => {
+            Guarded::Shadow(would_be) => metrics.count(Some(&sandbox.key), would_be),
+            Guarded::Rejected(rejected) => {
+                label = rejected;
                 handled.answered = true;
-                if router.settings.debug {
-                    state.debug = Some(format!("rejected; key={}; reason={reason}", sandbox.key));
-                }
             }
             Guarded::Unlimited => {}
         }
     }
     if !handled.answered {
-        apply(router, &decision, &request);
+        apply(router, &evaluation.decision, &request);
     }
-    if router.settings.debug && state.debug.is_none() {
-        state.debug = Some(describe(&decision, authority));
+    metrics.count(evaluation.sandbox.map(|s| &s.key), label);
+    let record = audit_record(&request, &evaluation, label);
+    let _ = abi::set_filter_state(AUDIT_FILTER_STATE, record.as_bytes());
+    if router.settings.debug {
+        state.debug = Some(debug_line(&evaluation, &request, label, handled.answered));
     }
     if state.debug.is_some() || state.quota.is_some() || state.slot.is_some() {
         handled.state = Some(state);
@@ -67,11 +95,69 @@ pub fn route_request(router: &Router) -> Handled {
     handled
 }
 
-fn sandbox_of<'r>(decision: &Decision<'r>) -> Option<&'r Sandbox> {
-    match decision {
-        Decision::Route { sandbox, .. } => Some(sandbox),
-        Decision::Baseline { sandbox, .. } => *sandbox,
+fn debug_line(
+    evaluation: &Evaluation<'_>,
+    request: &RequestScan<'_>,
+    label: Label,
+    answered: bool,
+) -> String {
+    if answered {
+        let key = evaluation.sandbox.map_or("-", |s| &*s.key);
+        format!("rejected; key={key}; reason={}", label.as_str())
+    } else {
+        describe(&evaluation.decision, request.authority.unwrap_or_default())
     }
+}
+
+/// Reads the peer address only when asked (a key is present and `trust` is configured).
+fn source_is_trusted(router: &Router) -> impl FnOnce() -> bool + '_ {
+    move || {
+        let Some(trust) = &router.settings.trust else {
+            return true;
+        };
+        let peer = abi::property(&["source", "address"]).ok().flatten();
+        trust.allows(peer.as_ref().and_then(|p| peer_ip(p.bytes())))
+    }
+}
+
+fn now() -> Option<u64> {
+    abi::now_nanos().ok()
+}
+
+fn strip_key(router: &Router, pairs: HeaderPairs<'_>) {
+    let edits = strip_plan(&router.settings, pairs.collect::<Vec<_>>());
+    for edit in edits {
+        let _ = match edit {
+            HeaderEdit::Remove(name) => abi::remove_header(MapType::RequestHeaders, name),
+            HeaderEdit::Replace(name, value) => {
+                abi::replace_header(MapType::RequestHeaders, name, &value)
+            }
+        };
+    }
+}
+
+/// gRPC codes for the 4xx answers of the policy.
+fn grpc_status_for(status: u32) -> i32 {
+    match status {
+        400 => 3, // INVALID_ARGUMENT
+        403 => 7, // PERMISSION_DENIED
+        _ => 2,   // UNKNOWN
+    }
+}
+
+fn send_rejection(rejection: &Rejection, is_grpc: bool) {
+    let grpc_status = if is_grpc {
+        grpc_status_for(rejection.status)
+    } else {
+        -1
+    };
+    let _ = abi::send_local_response(
+        rejection.status,
+        rejection.details,
+        rejection.body.as_bytes(),
+        &[],
+        grpc_status,
+    );
 }
 
 enum Guarded {
@@ -80,9 +166,17 @@ enum Guarded {
         quota: Option<Quota>,
         slot: Option<Box<str>>,
     },
-    Rejected {
-        reason: &'static str,
-    },
+    /// Over budget in shadow mode: counted as this, let through.
+    Shadow(Label),
+    Rejected(Label),
+}
+
+fn label_of(verdict: &Verdict) -> Label {
+    match verdict {
+        Verdict::RateLimited { .. } => Label::RateLimited,
+        Verdict::InFlightCapped { .. } => Label::InFlightRejected,
+        Verdict::Unavailable | Verdict::Admitted { .. } => Label::BudgetUnavailable,
+    }
 }
 
 /// Every request of a registered sandbox counts against its budget, rerouted or not.
@@ -100,10 +194,8 @@ fn guard(sandbox: &Sandbox, is_grpc: bool) -> Guarded {
             slot: holds_slot.then(|| budget.store_key.clone()),
         },
         rejected if budget.enforce => {
-            reject(&sandbox.key, &rejected, is_grpc);
-            Guarded::Rejected {
-                reason: rejected.name(),
-            }
+            reject_over_budget(&sandbox.key, &rejected, is_grpc);
+            Guarded::Rejected(label_of(&rejected))
         }
         rejected => {
             abi::log(
@@ -114,7 +206,7 @@ fn guard(sandbox: &Sandbox, is_grpc: bool) -> Guarded {
                     rejected.name()
                 ),
             );
-            Guarded::Unlimited
+            Guarded::Shadow(Label::ShadowRejected)
         }
     }
 }

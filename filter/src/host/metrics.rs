@@ -1,0 +1,57 @@
+//! Decision counters. Requests only bump an in-VM tally; a timer flushes it to Envoy stats, so
+//! counting costs no host call on the request path. Counter names carry the decision and the
+//! sandbox as tags (see `envoy-config/` `stats_tags`), and exist only for configured sandboxes.
+
+use std::rc::Rc;
+
+use crate::core::fast_hash::FastMap;
+use crate::core::policy::Label;
+
+use super::abi;
+
+pub const FLUSH_PERIOD_MS: u32 = 250;
+
+#[derive(Default)]
+pub struct Metrics {
+    pending: FastMap<(Option<Rc<str>>, Label), u64>,
+    ids: FastMap<String, u32>,
+}
+
+impl Metrics {
+    pub fn count(&mut self, sandbox: Option<&Rc<str>>, label: Label) {
+        let slot = self.pending.entry((sandbox.cloned(), label)).or_default();
+        *slot = slot.saturating_add(1);
+    }
+
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for ((sandbox, label), count) in pending {
+            let total = format!("sandbox_router.requests_total.decision.{}", label.as_str());
+            self.add(total, count);
+            if let Some(sandbox) = sandbox {
+                let per_sandbox = format!(
+                    "sandbox_router.sandbox_requests.decision.{}.sandbox.{sandbox}",
+                    label.as_str()
+                );
+                self.add(per_sandbox, count);
+            }
+        }
+    }
+
+    fn add(&mut self, name: String, count: u64) {
+        let id = match self.ids.get(&name) {
+            Some(id) => *id,
+            None => match abi::define_counter(&name) {
+                Ok(id) => {
+                    self.ids.insert(name, id);
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = abi::increment_counter(id, count);
+    }
+}
