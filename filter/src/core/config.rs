@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::baggage::is_token;
 use super::bucket::RateLimit;
@@ -50,7 +52,7 @@ fn error(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+struct RawConfig<'a> {
     #[serde(default)]
     routing_key: RawRoutingKey,
     namespace: Option<String>,
@@ -62,8 +64,9 @@ struct RawConfig {
     trust: Option<RawTrust>,
     #[serde(default)]
     unknown_keys: UnknownKeys,
-    #[serde(default)]
-    sandboxes: BTreeMap<String, RawSandbox>,
+    /// Compiled one sandbox at a time (see [`SandboxesSeed`]): a large table never exists twice.
+    #[serde(borrow)]
+    sandboxes: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,7 +182,7 @@ pub struct HostFacts {
 
 /// Parses, validates and compiles a configuration. Empty input means no sandboxes.
 pub fn compile(json: &[u8], facts: &HostFacts) -> Result<Router, ConfigError> {
-    let raw: RawConfig = if json.iter().all(u8::is_ascii_whitespace) {
+    let raw: RawConfig<'_> = if json.iter().all(u8::is_ascii_whitespace) {
         RawConfig::default()
     } else {
         let mut deserializer = serde_json::Deserializer::from_slice(json);
@@ -198,7 +201,7 @@ pub fn compile(json: &[u8], facts: &HostFacts) -> Result<Router, ConfigError> {
     build(raw, facts)
 }
 
-fn build(raw: RawConfig, facts: &HostFacts) -> Result<Router, ConfigError> {
+fn build(raw: RawConfig<'_>, facts: &HostFacts) -> Result<Router, ConfigError> {
     let carriers = carriers(&raw.routing_key)?;
     let namespace = match raw.namespace {
         Some(ns) if !is_dns_label(&ns) => {
@@ -245,78 +248,175 @@ fn build(raw: RawConfig, facts: &HostFacts) -> Result<Router, ConfigError> {
         .max_in_flight
         .map(|m| max_in_flight(m, "defaults.max_in_flight"))
         .transpose()?;
+    let context = SandboxContext {
+        namespace,
+        cluster_domain,
+        default_rate,
+        default_in_flight,
+    };
     let mut builder = RouterBuilder::new(settings);
-    for (key, sandbox) in raw.sandboxes {
-        let field = format!("sandboxes.{key}");
-        if !is_valid_key(&key) {
-            return Err(error(
-                field,
-                "a sandbox key is 1 to 128 characters of [A-Za-z0-9._-]",
-            ));
-        }
-        let mut routes = Vec::with_capacity(sandbox.routes.len());
-        for (service, target) in sandbox.routes {
-            let field = format!("{field}.routes.{service}");
-            let service_ref = parse_service(&service, namespace.as_deref(), &cluster_domain)
-                .map_err(|reason| error(&field, reason))?;
-            let target = parse_target(target).map_err(|reason| error(&field, reason))?;
-            let forms = service_ref.host_forms(namespace.as_deref(), &cluster_domain);
-            let canonical = service_ref.canonical(&cluster_domain);
-            routes.push((canonical, forms, target));
-        }
-        let mut write_exceptions = Vec::with_capacity(sandbox.baseline_write_exceptions.len());
-        for (i, service) in sandbox.baseline_write_exceptions.iter().enumerate() {
-            let field = format!("{field}.baseline_write_exceptions[{i}]");
-            let service_ref = parse_service(service, namespace.as_deref(), &cluster_domain)
-                .map_err(|reason| error(&field, reason))?;
-            write_exceptions.push((
-                service_ref.canonical(&cluster_domain),
-                service_ref.host_forms(namespace.as_deref(), &cluster_domain),
-            ));
-        }
-        let expires_at_ns = sandbox
-            .expires_at
-            .as_deref()
-            .map(|text| {
-                parse_rfc3339(text).ok_or_else(|| {
-                    error(
-                        format!("{field}.expires_at"),
-                        format!("`{text}` is not an RFC 3339 time such as 2026-12-01T00:00:00Z"),
-                    )
-                })
-            })
-            .transpose()?;
-        let owner = sandbox
-            .owner
-            .map(|o| owner(o, &format!("{field}.owner")))
-            .transpose()?;
-        let rate = match sandbox.rate_limit {
-            Some(r) => Some(rate_limit(r, &format!("{field}.rate_limit"))?),
-            None => default_rate,
-        };
-        let in_flight = match sandbox.max_in_flight {
-            Some(m) => Some(max_in_flight(m, &format!("{field}.max_in_flight"))?),
-            None => default_in_flight,
-        };
-        let budget = (rate.is_some() || in_flight.is_some()).then(|| Budget {
-            rate,
-            max_in_flight: in_flight,
-            enforce: sandbox.enforce,
-            store_key: format!("{BUDGET_KEY_PREFIX}{key}").into_boxed_str(),
-        });
-        builder
-            .add_sandbox(SandboxSpec {
-                key,
-                routes,
-                budget,
-                owner,
-                expires_at_ns,
-                deny_baseline_writes: sandbox.baseline_writes == BaselineWrites::Deny,
-                write_exceptions,
-            })
-            .map_err(|reason| error(&field, reason))?;
+    if let Some(sandboxes) = raw.sandboxes {
+        compile_sandboxes(sandboxes.get(), &context, &mut builder)?;
     }
     Ok(builder.build())
+}
+
+/// What every sandbox is compiled against.
+struct SandboxContext {
+    namespace: Option<String>,
+    cluster_domain: String,
+    default_rate: Option<RateLimit>,
+    default_in_flight: Option<u32>,
+}
+
+fn compile_sandboxes(
+    json: &str,
+    context: &SandboxContext,
+    builder: &mut RouterBuilder,
+) -> Result<(), ConfigError> {
+    let mut failure = None;
+    let mut track = serde_path_to_error::Track::new();
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let seed = SandboxesSeed {
+        context,
+        builder,
+        failure: &mut failure,
+    };
+    let parsed = seed.deserialize(serde_path_to_error::Deserializer::new(
+        &mut deserializer,
+        &mut track,
+    ));
+    match (failure, parsed) {
+        (Some(error), _) => Err(error),
+        (None, Err(e)) => {
+            let path = track.path().to_string();
+            let field = if path == "." || path.is_empty() {
+                "sandboxes".to_owned()
+            } else {
+                format!("sandboxes.{path}")
+            };
+            Err(error(field, e.to_string()))
+        }
+        (None, Ok(())) => Ok(()),
+    }
+}
+
+/// Deserializes the `sandboxes` object entry by entry, compiling each into the builder.
+struct SandboxesSeed<'c> {
+    context: &'c SandboxContext,
+    builder: &'c mut RouterBuilder,
+    /// A validation error, reported with its own field path.
+    failure: &'c mut Option<ConfigError>,
+}
+
+impl<'de> DeserializeSeed<'de> for SandboxesSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SandboxesSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of sandboxes by key")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            let sandbox: RawSandbox = map.next_value()?;
+            if let Err(error) = compile_sandbox(key, sandbox, self.context, self.builder) {
+                *self.failure = Some(error);
+                return Err(serde::de::Error::custom("invalid sandbox"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn compile_sandbox(
+    key: String,
+    sandbox: RawSandbox,
+    context: &SandboxContext,
+    builder: &mut RouterBuilder,
+) -> Result<(), ConfigError> {
+    let SandboxContext {
+        namespace,
+        cluster_domain,
+        default_rate,
+        default_in_flight,
+    } = context;
+    let (default_rate, default_in_flight) = (*default_rate, *default_in_flight);
+    let field = format!("sandboxes.{key}");
+    if !is_valid_key(&key) {
+        return Err(error(
+            field,
+            "a sandbox key is 1 to 128 characters of [A-Za-z0-9._-]",
+        ));
+    }
+    let mut routes = Vec::with_capacity(sandbox.routes.len());
+    for (service, target) in sandbox.routes {
+        let field = format!("{field}.routes.{service}");
+        let service_ref = parse_service(&service, namespace.as_deref(), cluster_domain)
+            .map_err(|reason| error(&field, reason))?;
+        let target = parse_target(target).map_err(|reason| error(&field, reason))?;
+        let forms = service_ref.host_forms(namespace.as_deref(), cluster_domain);
+        let canonical = service_ref.canonical(cluster_domain);
+        routes.push((canonical, forms, target));
+    }
+    let mut write_exceptions = Vec::with_capacity(sandbox.baseline_write_exceptions.len());
+    for (i, service) in sandbox.baseline_write_exceptions.iter().enumerate() {
+        let field = format!("{field}.baseline_write_exceptions[{i}]");
+        let service_ref = parse_service(service, namespace.as_deref(), cluster_domain)
+            .map_err(|reason| error(&field, reason))?;
+        write_exceptions.push((
+            service_ref.canonical(cluster_domain),
+            service_ref.host_forms(namespace.as_deref(), cluster_domain),
+        ));
+    }
+    let expires_at_ns = sandbox
+        .expires_at
+        .as_deref()
+        .map(|text| {
+            parse_rfc3339(text).ok_or_else(|| {
+                error(
+                    format!("{field}.expires_at"),
+                    format!("`{text}` is not an RFC 3339 time such as 2026-12-01T00:00:00Z"),
+                )
+            })
+        })
+        .transpose()?;
+    let owner = sandbox
+        .owner
+        .map(|o| owner(o, &format!("{field}.owner")))
+        .transpose()?;
+    let rate = match sandbox.rate_limit {
+        Some(r) => Some(rate_limit(r, &format!("{field}.rate_limit"))?),
+        None => default_rate,
+    };
+    let in_flight = match sandbox.max_in_flight {
+        Some(m) => Some(max_in_flight(m, &format!("{field}.max_in_flight"))?),
+        None => default_in_flight,
+    };
+    let budget = (rate.is_some() || in_flight.is_some()).then(|| Budget {
+        rate,
+        max_in_flight: in_flight,
+        enforce: sandbox.enforce,
+        store_key: format!("{BUDGET_KEY_PREFIX}{key}").into_boxed_str(),
+    });
+    builder
+        .add_sandbox(SandboxSpec {
+            key,
+            routes,
+            budget,
+            owner,
+            expires_at_ns,
+            deny_baseline_writes: sandbox.baseline_writes == BaselineWrites::Deny,
+            write_exceptions,
+        })
+        .map_err(|reason| error(&field, reason))
 }
 
 fn carriers(raw: &RawRoutingKey) -> Result<Carriers, ConfigError> {
@@ -602,8 +702,7 @@ mod tests {
             e.starts_with("sandboxes.x.owner.team: unknown field `team`"),
             "{e}"
         );
-        let e = err(r#"{"sandboxes": {"x": {"owner": {"user": "a
-b"}}}}"#);
+        let e = err(r#"{"sandboxes": {"x": {"owner": {"user": "a\nb"}}}}"#);
         assert!(e.starts_with("sandboxes.x.owner.user: "), "{e}");
     }
 

@@ -142,7 +142,11 @@ pub struct Router {
     hosts: FastMap<Box<str>, ServiceId>,
     /// Canonical name of each service id.
     services: Vec<Box<str>>,
-    sandboxes: FastMap<Box<str>, Sandbox>,
+    /// Key → index into `sandbox_table`; the key string is shared with the sandbox.
+    sandboxes: FastMap<Rc<str>, u32>,
+    /// Held in a vector, not in the map's buckets, so that the spare capacity of the hash table
+    /// costs a few bytes per slot rather than a whole sandbox.
+    sandbox_table: Vec<Sandbox>,
 }
 
 /// Why a request keeps its baseline destination.
@@ -202,11 +206,12 @@ impl Router {
     }
 
     pub fn sandbox(&self, key: &str) -> Option<&Sandbox> {
-        self.sandboxes.get(key)
+        let index = *self.sandboxes.get(key)?;
+        self.sandbox_table.get(usize::try_from(index).ok()?)
     }
 
     pub fn sandboxes(&self) -> impl Iterator<Item = &Sandbox> {
-        self.sandboxes.values()
+        self.sandbox_table.iter()
     }
 
     pub fn decide(&self, request: &RequestScan<'_>) -> Decision<'_> {
@@ -215,7 +220,7 @@ impl Router {
             KeySearch::Invalid => return baseline(BaselineReason::InvalidKey, None, None, None),
             KeySearch::Absent => return baseline(BaselineReason::NoKey, None, None, None),
         };
-        let Some(sandbox) = self.sandboxes.get(key.as_str()) else {
+        let Some(sandbox) = self.sandbox(key.as_str()) else {
             return baseline(BaselineReason::UnknownKey, Some(key), None, None);
         };
         let service = request.authority.and_then(|a| self.service_of(a));
@@ -285,6 +290,7 @@ impl RouterBuilder {
                 hosts: FastMap::default(),
                 services: Vec::new(),
                 sandboxes: FastMap::default(),
+                sandbox_table: Vec::new(),
             },
         }
     }
@@ -318,14 +324,13 @@ impl RouterBuilder {
             write_exceptions,
             routes: table,
         };
-        if self
-            .router
-            .sandboxes
-            .insert(spec.key.into_boxed_str(), sandbox)
-            .is_some()
-        {
+        if self.router.sandboxes.contains_key(&key) {
             return Err("defined more than once".into());
         }
+        let index = u32::try_from(self.router.sandbox_table.len())
+            .map_err(|_| "too many sandboxes".to_owned())?;
+        self.router.sandboxes.insert(key, index);
+        self.router.sandbox_table.push(sandbox);
         Ok(())
     }
 
@@ -346,6 +351,7 @@ impl RouterBuilder {
         self.router.hosts.shrink_to_fit();
         self.router.services.shrink_to_fit();
         self.router.sandboxes.shrink_to_fit();
+        self.router.sandbox_table.shrink_to_fit();
         self.router
     }
 }

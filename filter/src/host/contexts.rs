@@ -58,16 +58,23 @@ impl Filter {
                 return false;
             }
         };
+        let started = abi::now_nanos().unwrap_or(0);
         match compile(configuration.bytes(), &host_facts()) {
             Ok(router) => {
+                prepare_budgets(&router);
+                let elapsed_us = abi::now_nanos()
+                    .unwrap_or(0)
+                    .saturating_sub(started)
+                    .checked_div(1000)
+                    .unwrap_or(0);
                 abi::log(
                     LogLevel::Info,
                     &format!(
-                        "sandbox-router: configured with {} sandboxes",
-                        router.sandbox_count()
+                        "sandbox-router: configured with {} sandboxes in {elapsed_us} us; wasm memory {} KiB",
+                        router.sandbox_count(),
+                        wasm_memory_kib()
                     ),
                 );
-                prepare_budgets(&router);
                 if abi::set_tick_period(FLUSH_PERIOD_MS).is_err() {
                     abi::log(
                         LogLevel::Error,
@@ -165,6 +172,11 @@ fn prepare_budgets(router: &Router) {
             );
         }
     }
+}
+
+/// The VM's linear memory, which only grows: the high-water mark of the filter's heap.
+fn wasm_memory_kib() -> usize {
+    core::arch::wasm32::memory_size(0).saturating_mul(64)
 }
 
 fn host_facts() -> HostFacts {
