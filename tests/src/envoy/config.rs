@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 pub struct Bootstrap {
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
+    /// `stats_config.stats_tags`: tag extractors (`tag_name` + `regex`).
+    pub stats_tags: Vec<Value>,
 }
 
 /// An HTTP listener on 127.0.0.1:0 with one HTTP connection manager (`codec_type: AUTO`, so
@@ -20,6 +22,12 @@ pub struct Listener {
     pub http_filters: Vec<Value>,
     /// HCM `max_request_headers_kb` (Envoy's default is 60).
     pub max_request_headers_kb: Option<u32>,
+    /// HCM `access_log` entries.
+    pub access_logs: Vec<Value>,
+    /// The IP the listener binds (port 0); `127.0.0.1` unless set (e.g. `::1`).
+    pub address: String,
+    /// Extra HCM fields, set verbatim (e.g. `use_remote_address`).
+    pub hcm_options: Vec<(String, Value)>,
 }
 
 #[derive(Clone, Debug)]
@@ -27,6 +35,8 @@ pub struct VirtualHost {
     pub name: String,
     pub domains: Vec<String>,
     pub routes: Vec<Route>,
+    /// `timeout` of every forwarding route of this host (Envoy's default is 15 s).
+    pub route_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +65,9 @@ impl Listener {
             virtual_hosts: Vec::new(),
             http_filters: Vec::new(),
             max_request_headers_kb: None,
+            access_logs: Vec::new(),
+            address: "127.0.0.1".to_owned(),
+            hcm_options: Vec::new(),
         }
     }
 
@@ -70,6 +83,24 @@ impl Listener {
 
     pub fn max_request_headers_kb(mut self, kb: u32) -> Self {
         self.max_request_headers_kb = Some(kb);
+        self
+    }
+
+    /// Adds an HCM `access_log` entry.
+    pub fn access_log(mut self, access_log: Value) -> Self {
+        self.access_logs.push(access_log);
+        self
+    }
+
+    /// Binds the listener to this IP (port 0) instead of 127.0.0.1.
+    pub fn address(mut self, ip: &str) -> Self {
+        self.address = ip.to_owned();
+        self
+    }
+
+    /// Sets an extra HCM field verbatim.
+    pub fn hcm_option(mut self, field: &str, value: Value) -> Self {
+        self.hcm_options.push((field.to_owned(), value));
         self
     }
 
@@ -94,9 +125,15 @@ impl Listener {
         if let Some(kb) = self.max_request_headers_kb {
             hcm["max_request_headers_kb"] = json!(kb);
         }
+        if !self.access_logs.is_empty() {
+            hcm["access_log"] = json!(self.access_logs);
+        }
+        for (field, value) in &self.hcm_options {
+            hcm[field.as_str()] = value.clone();
+        }
         json!({
             "name": self.name,
-            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
+            "address": { "socket_address": { "address": self.address, "port_value": 0 } },
             "filter_chains": [{
                 "filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
@@ -113,7 +150,14 @@ impl VirtualHost {
             name: name.to_owned(),
             domains: domains.into_iter().map(Into::into).collect(),
             routes: Vec::new(),
+            route_timeout: None,
         }
+    }
+
+    /// Sets `timeout` on every forwarding route of this host.
+    pub fn route_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.route_timeout = Some(timeout);
+        self
     }
 
     pub fn route(mut self, route: Route) -> Self {
@@ -133,7 +177,15 @@ impl VirtualHost {
         json!({
             "name": self.name,
             "domains": self.domains,
-            "routes": self.routes.iter().map(Route::render).collect::<Vec<_>>(),
+            "routes": self.routes.iter().map(|route| {
+                let mut rendered = route.render();
+                if let (Some(timeout), Some(action)) =
+                    (self.route_timeout, rendered.get_mut("route"))
+                {
+                    action["timeout"] = json!(format!("{}s", timeout.as_secs_f64()));
+                }
+                rendered
+            }).collect::<Vec<_>>(),
         })
     }
 }
@@ -218,9 +270,17 @@ impl Bootstrap {
         self
     }
 
+    /// Adds `stats_config.stats_tags` entries (each `{"tag_name", "regex"}`).
+    pub fn stats_tags(mut self, tags: impl IntoIterator<Item = Value>) -> Self {
+        self.stats_tags.extend(tags);
+        self
+    }
+
     /// The bootstrap document (admin on 127.0.0.1:0).
     pub fn render(&self) -> Value {
-        json!({
+        let mut bootstrap = json!({
+            // A node identity, as every xDS client needs (ECDS from a file included).
+            "node": { "id": "sandbox-router-test", "cluster": "sandbox-router-test" },
             "admin": {
                 "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } }
             },
@@ -228,6 +288,10 @@ impl Bootstrap {
                 "listeners": self.listeners.iter().map(Listener::render).collect::<Vec<_>>(),
                 "clusters": self.clusters.iter().map(Cluster::render).collect::<Vec<_>>(),
             }
-        })
+        });
+        if !self.stats_tags.is_empty() {
+            bootstrap["stats_config"] = json!({ "stats_tags": self.stats_tags });
+        }
+        bootstrap
     }
 }
