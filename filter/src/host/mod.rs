@@ -47,6 +47,10 @@ pub extern "C" fn proxy_on_request_headers(
     _headers: usize,
     _end_of_stream: bool,
 ) -> u32 {
+    // The benchmark's "any Wasm filter" arm: the same module and callbacks, doing nothing.
+    if cfg!(feature = "bench-noop") {
+        return CONTINUE;
+    }
     if with_filter(false, |filter| filter.on_request_headers(context_id)) {
         PAUSE
     } else {
