@@ -28,7 +28,7 @@ def envoy_bin():
 
 def envoy_version(binary):
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-    match = re.search(r"/(\d+\.\d+\.\d+)/", out)
+    match = re.search(r"version: \S*?/(\d+\.\d+\.\d+)/", out)
     return match.group(1) if match else out.strip()
 
 
@@ -98,7 +98,8 @@ class Envoy:
         self.log_path = os.path.join(self.dir, "envoy.log")
         command = ["taskset", "-c", cpus, binary, "-c", self.config_path, "--concurrency",
                    str(concurrency), "--disable-hot-restart", "--admin-address-path", admin_file,
-                   "--log-path", self.log_path, "-l", "info", *extra_args]
+                   "--log-path", self.log_path, "--file-flush-interval-msec", "50", "-l", "info",
+                   *extra_args]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         cwd=ROOT)
         deadline = time.time() + 60
