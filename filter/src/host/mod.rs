@@ -5,6 +5,8 @@
 mod abi;
 mod budget;
 mod contexts;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod metrics;
 mod stream;
 
@@ -51,6 +53,8 @@ pub extern "C" fn proxy_on_request_headers(
     if cfg!(feature = "bench-noop") {
         return CONTINUE;
     }
+    #[cfg(feature = "fault-injection")]
+    fault::trap_if_requested();
     if with_filter(false, |filter| filter.on_request_headers(context_id)) {
         PAUSE
     } else {
