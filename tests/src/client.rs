@@ -2,7 +2,7 @@
 //! arbitrary (repeated, non-UTF-8) headers and an explicit :authority / Host.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +10,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::upstream::{GRPC_EMPTY_MESSAGE, UPSTREAM_HEADER};
 
@@ -39,6 +40,7 @@ pub struct TestRequest {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     timeout: Duration,
+    source: Option<IpAddr>,
 }
 
 impl TestRequest {
@@ -51,6 +53,7 @@ impl TestRequest {
             headers: Vec::new(),
             body: Bytes::new(),
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            source: None,
         }
     }
 
@@ -116,8 +119,43 @@ impl TestRequest {
         self
     }
 
+    /// Connects from this local IP (e.g. `127.0.0.2`: all of 127.0.0.0/8 is loopback on Linux),
+    /// so Envoy sees that downstream address.
+    pub fn source(mut self, ip: IpAddr) -> Self {
+        self.source = Some(ip);
+        self
+    }
+
     pub fn protocol_used(&self) -> Protocol {
         self.protocol
+    }
+
+    /// Opens a connection and sends the request as raw HTTP/1.1 bytes without reading the
+    /// answer; the returned stream closes the connection when dropped (a client that gives up
+    /// mid-request). Only for requests whose authority and headers are valid text.
+    pub async fn send_and_abandon(self, addr: SocketAddr) -> Result<TcpStream, String> {
+        let mut stream = connect(addr, self.source).await?;
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
+            self.method,
+            self.path,
+            String::from_utf8_lossy(&self.authority),
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            head.push_str(&format!(
+                "{name}: {}\r\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        stream
+            .write_all(&bytes)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        Ok(stream)
     }
 
     /// Sends the request and panics if no HTTP response comes back in time.
@@ -145,12 +183,7 @@ impl TestRequest {
     }
 
     async fn exchange(self, addr: SocketAddr) -> Result<TestResponse, String> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("set_nodelay: {e}"))?;
+        let stream = connect(addr, self.source).await?;
         let io = TokioIo::new(stream);
         let protocol = self.protocol;
         let request = self.into_hyper_request()?;
@@ -179,19 +212,7 @@ impl TestRequest {
             }
         };
 
-        let (parts, body) = response.into_parts();
-        let collected = body
-            .collect()
-            .await
-            .map_err(|e| format!("reading response body: {e}"))?;
-        let trailers = collected.trailers().cloned();
-        Ok(TestResponse {
-            status: parts.status,
-            version: parts.version,
-            headers: parts.headers,
-            body: collected.to_bytes(),
-            trailers,
-        })
+        read_response(response).await
     }
 
     fn into_hyper_request(self) -> Result<Request<Full<Bytes>>, String> {
@@ -224,6 +245,226 @@ impl TestRequest {
         builder
             .body(Full::new(self.body))
             .map_err(|e| format!("building request: {e}"))
+    }
+}
+
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, String> {
+    let stream = match source {
+        None => TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?,
+        Some(ip) => {
+            let socket = if ip.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(|e| format!("socket: {e}"))?;
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| format!("bind {ip}: {e}"))?;
+            socket
+                .connect(addr)
+                .await
+                .map_err(|e| format!("connect from {ip}: {e}"))?
+        }
+    };
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("set_nodelay: {e}"))?;
+    Ok(stream)
+}
+
+async fn read_response(
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<TestResponse, String> {
+    let (parts, body) = response.into_parts();
+    let collected = body
+        .collect()
+        .await
+        .map_err(|e| format!("reading response body: {e}"))?;
+    let trailers = collected.trailers().cloned();
+    Ok(TestResponse {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    })
+}
+
+/// Sends `request` — raw HTTP/1.1 bytes, sent exactly as given (header-name case, spacing,
+/// repeated headers) — on a fresh connection from `source`, and reads the answer until the
+/// connection closes (so the request should carry `connection: close`).
+pub async fn raw_http1_exchange(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    request: &[u8],
+) -> Result<TestResponse, String> {
+    let exchange = async {
+        let mut stream = connect(addr, source).await?;
+        stream
+            .write_all(request)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        parse_http1_response(&raw)
+    };
+    match tokio::time::timeout(DEFAULT_REQUEST_TIMEOUT, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "no complete response within {DEFAULT_REQUEST_TIMEOUT:?}"
+        )),
+    }
+}
+
+fn parse_http1_response(raw: &[u8]) -> Result<TestResponse, String> {
+    let text_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {:?}", String::from_utf8_lossy(raw)))?;
+    let head = String::from_utf8_lossy(&raw[..text_end]).into_owned();
+    let mut body = raw[text_end + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: StatusCode = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("bad header line {line:?}"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|e| format!("bad header name {name:?}: {e}"))?;
+        let value = HeaderValue::from_bytes(value.trim().as_bytes())
+            .map_err(|e| format!("bad header value {value:?}: {e}"))?;
+        headers.append(name, value);
+    }
+    let chunked = headers
+        .get(http::header::TRANSFER_ENCODING)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Ok(TestResponse {
+        status,
+        version: Version::HTTP_11,
+        headers,
+        body: Bytes::from(body),
+        trailers: None,
+    })
+}
+
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
+        let size_text = String::from_utf8_lossy(&raw[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|e| format!("bad chunk size {size_text:?}: {e}"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = raw.get(..size).ok_or("truncated chunk")?;
+        out.extend_from_slice(chunk);
+        raw = raw.get(size + 2..).ok_or("truncated chunk end")?;
+    }
+}
+
+/// A persistent connection for many requests (the requests' own protocol and source are
+/// ignored: the connection's are used). HTTP/1.1 sends one request at a time; an h2c
+/// connection can be [`shared`](Connection::share) by concurrent tasks (one stream each).
+pub struct Connection {
+    sender: Sender,
+}
+
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2c(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Connection {
+    pub async fn open(
+        addr: SocketAddr,
+        protocol: Protocol,
+        source: Option<IpAddr>,
+    ) -> Result<Connection, String> {
+        let io = TokioIo::new(connect(addr, source).await?);
+        let sender = match protocol {
+            Protocol::Http1 => {
+                let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| format!("HTTP/1 handshake: {e}"))?;
+                tokio::spawn(conn);
+                Sender::Http1(sender)
+            }
+            Protocol::H2c => {
+                let (sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .map_err(|e| format!("h2c handshake: {e}"))?;
+                tokio::spawn(conn);
+                Sender::H2c(sender)
+            }
+        };
+        Ok(Connection { sender })
+    }
+
+    /// Another handle on the same h2c connection (`None` for HTTP/1.1).
+    pub fn share(&self) -> Option<Connection> {
+        match &self.sender {
+            Sender::H2c(sender) => Some(Connection {
+                sender: Sender::H2c(sender.clone()),
+            }),
+            Sender::Http1(_) => None,
+        }
+    }
+
+    /// Sends one request on this connection, within the request's timeout.
+    pub async fn send(&mut self, request: TestRequest) -> Result<TestResponse, String> {
+        let timeout = request.timeout;
+        let exchange = async {
+            let response = match &mut self.sender {
+                Sender::Http1(sender) => {
+                    let request = request.protocol(Protocol::Http1).into_hyper_request()?;
+                    sender
+                        .ready()
+                        .await
+                        .map_err(|e| format!("HTTP/1 connection: {e}"))?;
+                    sender
+                        .send_request(request)
+                        .await
+                        .map_err(|e| format!("HTTP/1 exchange: {e}"))?
+                }
+                Sender::H2c(sender) => {
+                    let request = request.protocol(Protocol::H2c).into_hyper_request()?;
+                    sender
+                        .ready()
+                        .await
+                        .map_err(|e| format!("h2c connection: {e}"))?;
+                    sender
+                        .send_request(request)
+                        .await
+                        .map_err(|e| format!("h2c exchange: {e}"))?
+                }
+            };
+            read_response(response).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no complete response within {timeout:?}")),
+        }
     }
 }
 

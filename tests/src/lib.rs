@@ -8,15 +8,17 @@
 //! - `ENVOY_LOG_LEVEL`: Envoy's `-l` (default `info`);
 //! - `KEEP_ENVOY_DIR`: keep each Envoy's temp dir (bootstrap, logs) and print its path.
 
+pub mod audit;
 pub mod body;
 pub mod client;
 pub mod envoy;
 pub mod expect;
+pub mod istio;
 pub mod paths;
 pub mod sandbox;
 pub mod upstream;
 
-pub use client::{Echo, Protocol, TestRequest, TestResponse};
+pub use client::{Connection, Echo, Protocol, TestRequest, TestResponse};
 pub use envoy::{Bootstrap, Cluster, Envoy, EnvoyBuilder, Listener, Route, VirtualHost};
 pub use sandbox::{SandboxEnv, SandboxOptions};
 pub use upstream::{Upstream, UpstreamOptions};

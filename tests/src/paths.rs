@@ -101,3 +101,75 @@ pub fn filter_wasm() -> PathBuf {
     );
     path.canonicalize().unwrap_or(path)
 }
+
+/// Overrides the path of the fault-injection build (then nothing is built).
+pub const FAULT_WASM_ENV: &str = "SANDBOX_ROUTER_FAULT_WASM";
+
+/// The filter built with the test-only `fault-injection` feature (a request header
+/// `x-sandbox-router-fault: trap` makes the VM trap), for tests of the Wasm failure policies:
+/// `$SANDBOX_ROUTER_FAULT_WASM`, else `<target>/fault-injection/wasm32-wasip1/release/
+/// sandbox_router.wasm`, which this builds (or finds up to date) once per test process with
+/// `cargo build --release --target wasm32-wasip1 -p sandbox-router --features fault-injection
+/// --target-dir <target>/fault-injection`. Its own target dir keeps it off the lock of the
+/// build that is running the tests, and keeps the feature out of the release artifact.
+pub fn fault_injection_wasm() -> PathBuf {
+    static WASM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = WASM.get_or_init(|| {
+        if let Some(path) = std::env::var_os(FAULT_WASM_ENV).filter(|v| !v.is_empty()) {
+            let path = PathBuf::from(path);
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "${FAULT_WASM_ENV} points at {}, which is not a file",
+                    path.display()
+                ))
+            };
+        }
+        build_fault_injection_wasm()
+    });
+    match built {
+        Ok(path) => path.clone(),
+        Err(err) => panic!("{err}"),
+    }
+}
+
+fn build_fault_injection_wasm() -> Result<PathBuf, String> {
+    let target_dir = target_dir().join("fault-injection");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            "sandbox-router",
+            "--features",
+            "fault-injection",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the fault-injection filter failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let wasm = target_dir
+        .join("wasm32-wasip1")
+        .join("release")
+        .join("sandbox_router.wasm");
+    if wasm.is_file() {
+        Ok(wasm.canonicalize().unwrap_or(wasm))
+    } else {
+        Err(format!(
+            "the fault-injection build succeeded but {} is missing",
+            wasm.display()
+        ))
+    }
+}

@@ -12,9 +12,12 @@
 //! `svc.shop.svc.cluster.local`), with a trailing dot, and with any port.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::audit::{self, AuditLog};
 use crate::client::{TestRequest, TestResponse};
 use crate::envoy::process::DEFAULT_FAILURE_TIMEOUT;
 use crate::envoy::{
@@ -100,11 +103,90 @@ pub fn default_filter_config() -> Value {
     })
 }
 
+/// Bootstrap `stats_config.stats_tags` that turn the filter's counter names
+/// (`wasmcustom.sandbox_router.<counter>.decision.<d>[.sandbox.<key>]`) into the metric
+/// `wasmcustom.sandbox_router.<counter>` with tags `decision` and `sandbox`. Envoy 1.40 exports
+/// custom (Wasm) metrics to Prometheus without its `envoy_` prefix and without the
+/// `wasmcustom` namespace: `sandbox_router_requests_total{decision="routed"}`,
+/// `sandbox_router_sandbox_requests{sandbox="feature-x",decision="routed"}`.
+pub fn stats_tags() -> Vec<Value> {
+    vec![
+        json!({ "tag_name": "decision", "regex": STATS_TAG_DECISION_REGEX }),
+        json!({ "tag_name": "sandbox", "regex": STATS_TAG_SANDBOX_REGEX }),
+    ]
+}
+
+pub const STATS_TAG_DECISION_REGEX: &str = r"^wasmcustom\.sandbox_router\.\w+(\.decision\.(\w+))";
+pub const STATS_TAG_SANDBOX_REGEX: &str = r"(\.sandbox\.([A-Za-z0-9._-]+))$";
+
+/// The sandbox-router filter of a shipped Envoy config (e.g. `envoy-config/ingress-gateway.yaml`):
+/// its JSON configuration, and the HCM settings that decide the downstream address the
+/// filter's trust check sees.
+#[derive(Clone, Debug)]
+pub struct ShippedFilter {
+    pub filter_config: Value,
+    /// `use_remote_address` and `xff_num_trusted_hops` of its HTTP connection manager, if set.
+    pub hcm_options: Vec<(String, Value)>,
+}
+
+/// Reads the first HTTP connection manager with a sandbox-router filter in an Envoy YAML file
+/// (relative paths are relative to the workspace root). Panics if there is none.
+pub fn shipped_filter(path: &str) -> ShippedFilter {
+    let path = crate::paths::workspace_root().join(path);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let bootstrap: Value = serde_yaml::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+    let listeners = bootstrap["static_resources"]["listeners"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for listener in &listeners {
+        for chain in listener["filter_chains"].as_array().into_iter().flatten() {
+            for filter in chain["filters"].as_array().into_iter().flatten() {
+                let hcm = &filter["typed_config"];
+                for http_filter in hcm["http_filters"].as_array().into_iter().flatten() {
+                    let config = &http_filter["typed_config"]["config"];
+                    if config["root_id"] != "sandbox-router" {
+                        continue;
+                    }
+                    let raw = config["configuration"]["value"]
+                        .as_str()
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{}: the sandbox-router has no configuration value",
+                                path.display()
+                            )
+                        });
+                    let filter_config = serde_json::from_str(raw).unwrap_or_else(|e| {
+                        panic!(
+                            "{}: the sandbox-router configuration is not JSON: {e}",
+                            path.display()
+                        )
+                    });
+                    let hcm_options = ["use_remote_address", "xff_num_trusted_hops"]
+                        .iter()
+                        .filter(|field| !hcm[**field].is_null())
+                        .map(|field| ((*field).to_owned(), hcm[*field].clone()))
+                        .collect();
+                    return ShippedFilter {
+                        filter_config,
+                        hcm_options,
+                    };
+                }
+            }
+        }
+    }
+    panic!("{} has no sandbox-router filter", path.display())
+}
+
 /// The Wasm filter's `failure_policy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailurePolicy {
     FailOpen,
     FailClosed,
+    /// Recreate the VM (with a backoff) after it failed; see tests/tests/failure_policy.rs.
+    FailReload,
 }
 
 impl FailurePolicy {
@@ -112,6 +194,7 @@ impl FailurePolicy {
         match self {
             FailurePolicy::FailOpen => "FAIL_OPEN",
             FailurePolicy::FailClosed => "FAIL_CLOSED",
+            FailurePolicy::FailReload => "FAIL_RELOAD",
         }
     }
 }
@@ -119,7 +202,12 @@ impl FailurePolicy {
 /// The sandbox-router HTTP filter entry, with `configuration` as given (any text: tests of
 /// invalid configurations pass broken JSON).
 pub fn wasm_filter(configuration: &str, failure_policy: FailurePolicy) -> Value {
-    let wasm = paths::filter_wasm();
+    wasm_filter_from(&paths::filter_wasm(), configuration, failure_policy)
+}
+
+/// [`wasm_filter`] loading the module at `wasm` (e.g. the fault-injection build,
+/// [`paths::fault_injection_wasm`]).
+pub fn wasm_filter_from(wasm: &Path, configuration: &str, failure_policy: FailurePolicy) -> Value {
     json!({
         "name": "sandbox-router",
         "typed_config": {
@@ -177,6 +265,18 @@ pub struct SandboxOptions {
     pub concurrency: u32,
     /// Per-upstream behaviour (e.g. a delay), by upstream name; others use the defaults.
     pub upstream_options: Vec<(String, UpstreamOptions)>,
+    /// Write the audit access log (see [`crate::audit`]); read it with [`SandboxEnv::audit_log`].
+    pub audit_log: bool,
+    /// Add [`stats_tags`] to the bootstrap.
+    pub stats_tags: bool,
+    /// `timeout` on every route (Envoy's default is 15 s).
+    pub route_timeout: Option<Duration>,
+    /// The IP the listener binds instead of 127.0.0.1 (e.g. `::1`).
+    pub listener_address: Option<String>,
+    /// Extra HCM fields, verbatim (e.g. `("use_remote_address", true)`).
+    pub hcm_options: Vec<(String, Value)>,
+    /// The filter's `.wasm` instead of the release build (e.g. the fault-injection build).
+    pub wasm: Option<PathBuf>,
 }
 
 impl Default for SandboxOptions {
@@ -190,6 +290,12 @@ impl Default for SandboxOptions {
             max_request_headers_kb: Some(96),
             concurrency: 1,
             upstream_options: Vec::new(),
+            audit_log: false,
+            stats_tags: false,
+            route_timeout: None,
+            listener_address: None,
+            hcm_options: Vec::new(),
+            wasm: None,
         }
     }
 }
@@ -214,9 +320,10 @@ impl SandboxOptions {
 
 /// Upstreams plus an Envoy routing to them.
 pub struct SandboxEnv {
-    // Field order matters: Envoy stops before the upstreams go away.
+    // Field order matters: Envoy stops before the upstreams (and the audit log) go away.
     pub envoy: Envoy,
     upstreams: Vec<Upstream>,
+    audit_log: Option<AuditLog>,
 }
 
 impl SandboxEnv {
@@ -227,12 +334,21 @@ impl SandboxEnv {
 
     pub async fn start_with(options: SandboxOptions) -> SandboxEnv {
         let upstreams = start_upstreams(&options).await;
-        let bootstrap = sandbox_bootstrap(&upstreams, &options);
+        let audit_log = options.audit_log.then(AuditLog::new);
+        let bootstrap = sandbox_bootstrap_with_log(
+            &upstreams,
+            &options,
+            audit_log.as_ref().map(AuditLog::path),
+        );
         let envoy = EnvoyBuilder::new(bootstrap)
             .concurrency(options.concurrency)
             .start()
             .await;
-        SandboxEnv { envoy, upstreams }
+        SandboxEnv {
+            envoy,
+            upstreams,
+            audit_log,
+        }
     }
 
     /// Starts the topology expecting Envoy to refuse it (e.g. an invalid filter configuration):
@@ -251,6 +367,13 @@ impl SandboxEnv {
 
     pub async fn send(&self, request: TestRequest) -> TestResponse {
         request.send(self.addr()).await
+    }
+
+    /// The audit access log (panics unless started with `audit_log: true`).
+    pub fn audit_log(&self) -> &AuditLog {
+        self.audit_log
+            .as_ref()
+            .expect("SandboxEnv started without `audit_log: true`")
     }
 
     pub fn upstream(&self, name: &str) -> &Upstream {
@@ -276,7 +399,17 @@ async fn start_upstreams(options: &SandboxOptions) -> Vec<Upstream> {
 }
 
 /// The bootstrap for the sandbox topology over the given upstreams (cluster name = upstream name).
+/// Without an audit log (`options.audit_log` needs [`sandbox_bootstrap_with_log`]).
 pub fn sandbox_bootstrap(upstreams: &[Upstream], options: &SandboxOptions) -> Bootstrap {
+    sandbox_bootstrap_with_log(upstreams, options, None)
+}
+
+/// [`sandbox_bootstrap`], writing the audit access log to `audit_log` if given.
+pub fn sandbox_bootstrap_with_log(
+    upstreams: &[Upstream],
+    options: &SandboxOptions,
+    audit_log: Option<&Path>,
+) -> Bootstrap {
     let payment = VirtualHost::new("payment", domains_for(&kubernetes_names("payment")))
         .to_cluster(PAYMENT_BASELINE);
     let payment_sandbox = VirtualHost::new(
@@ -295,6 +428,17 @@ pub fn sandbox_bootstrap(upstreams: &[Upstream], options: &SandboxOptions) -> Bo
     let catalog = VirtualHost::new("catalog", domains_for(&kubernetes_names("catalog")))
         .to_cluster(CATALOG_BASELINE);
     let fallback = VirtualHost::new("default", ["*"]).to_cluster(DEFAULT_UPSTREAM);
+    let timeout = |vhost: VirtualHost| match options.route_timeout {
+        Some(t) => vhost.route_timeout(t),
+        None => vhost,
+    };
+    let (payment, payment_sandbox, inventory, catalog, fallback) = (
+        timeout(payment),
+        timeout(payment_sandbox),
+        timeout(inventory),
+        timeout(catalog),
+        timeout(fallback),
+    );
 
     let mut listener = Listener::new(LISTENER)
         .virtual_host(payment)
@@ -305,6 +449,15 @@ pub fn sandbox_bootstrap(upstreams: &[Upstream], options: &SandboxOptions) -> Bo
     if let Some(kb) = options.max_request_headers_kb {
         listener = listener.max_request_headers_kb(kb);
     }
+    if let Some(ip) = &options.listener_address {
+        listener = listener.address(ip);
+    }
+    for (field, value) in &options.hcm_options {
+        listener = listener.hcm_option(field, value.clone());
+    }
+    if let Some(path) = audit_log {
+        listener = listener.access_log(audit::access_log(path));
+    }
     if options.resolve_route_first {
         listener = listener.http_filter(lua_route_resolver());
     }
@@ -314,14 +467,20 @@ pub fn sandbox_bootstrap(upstreams: &[Upstream], options: &SandboxOptions) -> Bo
         (None, None) => None,
     };
     if let Some(configuration) = configuration {
-        listener = listener.http_filter(wasm_filter(&configuration, options.failure_policy));
+        let filter = match &options.wasm {
+            Some(wasm) => wasm_filter_from(wasm, &configuration, options.failure_policy),
+            None => wasm_filter(&configuration, options.failure_policy),
+        };
+        listener = listener.http_filter(filter);
     }
 
-    upstreams
-        .iter()
-        .fold(Bootstrap::new().listener(listener), |b, u| {
-            b.cluster(Cluster::new(u.name(), u.port()).http2(options.upstream_http2))
-        })
+    let mut bootstrap = Bootstrap::new().listener(listener);
+    if options.stats_tags {
+        bootstrap = bootstrap.stats_tags(stats_tags());
+    }
+    upstreams.iter().fold(bootstrap, |b, u| {
+        b.cluster(Cluster::new(u.name(), u.port()).http2(options.upstream_http2))
+    })
 }
 
 /// The filter's debug decision header on a response.

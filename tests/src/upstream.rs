@@ -30,6 +30,9 @@ pub const UPSTREAM_HEADER: &str = "x-upstream";
 /// Header echoing the :authority / Host the upstream received (when it is a valid header value).
 pub const UPSTREAM_AUTHORITY_HEADER: &str = "x-upstream-authority";
 
+/// Request header: wait this many milliseconds before answering (overrides the option).
+pub const DELAY_HEADER: &str = "x-echo-delay-ms";
+
 /// A gRPC message frame with an empty payload: not compressed, length 0.
 pub const GRPC_EMPTY_MESSAGE: [u8; 5] = [0, 0, 0, 0, 0];
 
@@ -46,6 +49,7 @@ pub struct Upstream {
     name: String,
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    concurrency: Arc<Concurrency>,
     accept_task: JoinHandle<()>,
 }
 
@@ -53,6 +57,32 @@ struct Shared {
     name: String,
     options: UpstreamOptions,
     requests: Arc<AtomicUsize>,
+    concurrency: Arc<Concurrency>,
+}
+
+/// Requests being answered right now, and the most seen at once.
+#[derive(Debug, Default)]
+struct Concurrency {
+    current: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Counts one request as in progress until dropped (also when its connection goes away and
+/// the answer is abandoned).
+struct InProgress(Arc<Concurrency>);
+
+impl InProgress {
+    fn start(concurrency: &Arc<Concurrency>) -> Self {
+        let now = concurrency.current.fetch_add(1, Ordering::SeqCst) + 1;
+        concurrency.peak.fetch_max(now, Ordering::SeqCst);
+        InProgress(concurrency.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Upstream {
@@ -69,16 +99,19 @@ impl Upstream {
             .local_addr()
             .expect("bound listener has an address");
         let requests = Arc::new(AtomicUsize::new(0));
+        let concurrency = Arc::new(Concurrency::default());
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             options,
             requests: requests.clone(),
+            concurrency: concurrency.clone(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, shared));
         Upstream {
             name: name.to_owned(),
             addr,
             requests,
+            concurrency,
             accept_task,
         }
     }
@@ -98,6 +131,23 @@ impl Upstream {
     /// How many requests this upstream has received so far.
     pub fn request_count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// How many requests this upstream is answering right now (received, answer not yet sent).
+    pub fn in_progress(&self) -> usize {
+        self.concurrency.current.load(Ordering::SeqCst)
+    }
+
+    /// The most requests it has been answering at once since it started or since the last
+    /// [`Upstream::reset_peak`].
+    pub fn peak_in_progress(&self) -> usize {
+        self.concurrency.peak.load(Ordering::SeqCst)
+    }
+
+    /// Restarts the peak count from the requests in progress now.
+    pub fn reset_peak(&self) {
+        let current = self.concurrency.current.load(Ordering::SeqCst);
+        self.concurrency.peak.store(current, Ordering::SeqCst);
     }
 }
 
@@ -129,10 +179,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Frames> {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    let _in_progress = InProgress::start(&shared.concurrency);
     let (parts, body) = req.into_parts();
     // Drain the request body so the client can finish sending.
     let _ = body.collect().await;
-    if let Some(delay) = shared.options.delay {
+    let requested_delay = parts
+        .headers
+        .get(DELAY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis);
+    if let Some(delay) = requested_delay.or(shared.options.delay) {
         tokio::time::sleep(delay).await;
     }
 

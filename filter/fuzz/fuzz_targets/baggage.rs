@@ -8,8 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use sandbox_router::core::baggage::{find_baggage_member, find_tracestate_member, whole_value};
 use sandbox_router::core::key::RoutingKey;
 use sandbox_router_fuzz::{
-    contains, lossy_percent_decode, oracle_baggage, oracle_tracestate, oracle_whole_value,
-    Expect,
+    contains, lossy_percent_decode, oracle_baggage, oracle_tracestate, oracle_whole_value, Expect,
 };
 
 const NAMES: &[&[u8]] = &[b"sandbox", b"s", b"sb", b"x-sandbox", b"a", b"%41", b""];
@@ -25,21 +24,33 @@ fuzz_target!(|data: &[u8]| {
     };
 
     let baggage = Expect::of(&find_baggage_member(header, name));
-    assert_eq!(baggage, oracle_baggage(header, name), "baggage {header:?} / {name:?}");
+    assert_eq!(
+        baggage,
+        oracle_baggage(header, name),
+        "baggage {header:?} / {name:?}"
+    );
     if let Expect::Key(key) = &baggage {
         // Whatever is found was in the header (after decoding).
         assert!(contains(&lossy_percent_decode(header), key));
     }
 
     let tracestate = Expect::of(&find_tracestate_member(header, name));
-    assert_eq!(tracestate, oracle_tracestate(header, name), "tracestate {header:?} / {name:?}");
+    assert_eq!(
+        tracestate,
+        oracle_tracestate(header, name),
+        "tracestate {header:?} / {name:?}"
+    );
     if let Expect::Key(key) = &tracestate {
         assert!(contains(header, key));
     }
 
     for percent in [false, true] {
         let whole = Expect::of(&whole_value(header, percent));
-        assert_eq!(whole, oracle_whole_value(header, percent), "whole {header:?} / {percent}");
+        assert_eq!(
+            whole,
+            oracle_whole_value(header, percent),
+            "whole {header:?} / {percent}"
+        );
         assert_ne!(whole, Expect::Absent, "whole_value never says Absent");
     }
     if !header.contains(&b'%') {
@@ -56,7 +67,10 @@ fuzz_target!(|data: &[u8]| {
     wrapped.extend_from_slice(other);
     wrapped.extend_from_slice(b"=2");
     assert_eq!(Expect::of(&find_baggage_member(&wrapped, name)), baggage);
-    assert_eq!(Expect::of(&find_tracestate_member(&wrapped, name)), tracestate);
+    assert_eq!(
+        Expect::of(&find_tracestate_member(&wrapped, name)),
+        tracestate
+    );
 
     // A found key survives being percent-encoded byte by byte.
     if let Expect::Key(key) = &baggage {

@@ -184,8 +184,10 @@ pub fn oracle_scan(settings: &Settings, headers: &[(Vec<u8>, Vec<u8>)]) -> Expec
     let cluster = lower(&settings.cluster_header);
     // Headers the scanner handles before it considers carriers.
     let reserved = |name: &[u8]| {
-        matches!(name, b":authority" | b":method" | b"content-type" | b"baggage" | b"tracestate")
-            || lower(name) == cluster
+        matches!(
+            name,
+            b":authority" | b":method" | b":path" | b"content-type" | b"baggage" | b"tracestate"
+        ) || lower(name) == cluster
     };
     let carriers = &settings.carriers;
     let mut ranked: Vec<Vec<Expect>> = Vec::new();
@@ -256,7 +258,10 @@ pub fn oracle_lookup_host(authority: &[u8]) -> Option<String> {
             let ok = !port.is_empty()
                 && port.len() <= 5
                 && port.bytes().all(|b| b.is_ascii_digit())
-                && port.parse::<u32>().ok().is_some_and(|p| (1..=65535).contains(&p));
+                && port
+                    .parse::<u32>()
+                    .ok()
+                    .is_some_and(|p| (1..=65535).contains(&p));
             if !ok {
                 return None;
             }
@@ -267,7 +272,9 @@ pub fn oracle_lookup_host(authority: &[u8]) -> Option<String> {
     let host = host.strip_suffix('.').unwrap_or(host);
     let valid = !host.is_empty()
         && host.len() <= 253
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     valid.then(|| host.to_ascii_lowercase())
 }
 

@@ -64,7 +64,10 @@ pub fn audit_record(
     out.push(',');
     field(&mut out, "decision", Some(label.as_str().as_bytes()));
     out.push(',');
-    let reason = evaluation.reject.as_ref().map_or(reason, |r| r.details);
+    let reason = label
+        .budget_details()
+        .or(evaluation.reject.as_ref().map(|r| r.details))
+        .unwrap_or(reason);
     field(&mut out, "reason", Some(reason.as_bytes()));
     out.push('}');
     out

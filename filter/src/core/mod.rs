@@ -10,6 +10,7 @@ pub mod describe;
 pub mod fast_hash;
 pub mod guard;
 pub mod header_map;
+pub mod json;
 pub mod key;
 pub mod names;
 pub mod policy;

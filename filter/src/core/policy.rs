@@ -2,6 +2,7 @@
 //! expired keys, the baseline write guard. The budget is applied afterwards by the shell, since
 //! it needs the shared store.
 
+use super::guard::Verdict;
 use super::request::{KeySearch, RequestScan};
 use super::router::{BaselineReason, Decision, Router, Sandbox, UntrustedMode};
 
@@ -37,6 +38,27 @@ impl Label {
         Label::ShadowRejected,
         Label::BudgetUnavailable,
     ];
+
+    /// The decision a refused budget verdict records.
+    pub fn of_verdict(verdict: &Verdict) -> Label {
+        match verdict {
+            Verdict::RateLimited { .. } => Label::RateLimited,
+            Verdict::InFlightCapped { .. } => Label::InFlightRejected,
+            Verdict::Unavailable | Verdict::Admitted { .. } => Label::BudgetUnavailable,
+        }
+    }
+
+    /// Why the budget refused (or, in shadow mode, would have refused) a request, as Envoy
+    /// response code details; `None` for decisions made before the budget.
+    pub fn budget_details(self) -> Option<&'static str> {
+        match self {
+            Label::RateLimited => Some("sandbox_router_rate_limited"),
+            Label::InFlightRejected => Some("sandbox_router_in_flight_limited"),
+            Label::BudgetUnavailable => Some("sandbox_router_budget_unavailable"),
+            Label::ShadowRejected => Some("sandbox_router_over_budget_in_shadow_mode"),
+            _ => None,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

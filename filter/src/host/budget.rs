@@ -4,6 +4,7 @@
 use crate::core::bucket::BudgetCell;
 use crate::core::guard::{SetError, Store, StoreUnavailable, Verdict};
 use crate::core::header_map::serialize;
+use crate::core::policy::Label;
 
 use super::abi;
 
@@ -32,7 +33,10 @@ const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
 
 /// Sends the 429 (or gRPC RESOURCE_EXHAUSTED) for a rejected verdict.
 pub fn reject_over_budget(sandbox: &str, verdict: &Verdict, is_grpc: bool) {
-    let (body, limit, reset, retry_after, details) = match verdict {
+    let details = Label::of_verdict(verdict)
+        .budget_details()
+        .unwrap_or("sandbox_router_budget_unavailable");
+    let (body, limit, reset, retry_after) = match verdict {
         Verdict::RateLimited {
             quota,
             retry_after,
@@ -46,21 +50,18 @@ pub fn reject_over_budget(sandbox: &str, verdict: &Verdict, is_grpc: bool) {
             u64::from(quota.limit),
             quota.reset_seconds,
             *retry_after,
-            "sandbox_router_rate_limited",
         ),
         Verdict::InFlightCapped { max_in_flight } => (
             format!("sandbox {sandbox}: in-flight limit exceeded (at most {max_in_flight} requests in progress)"),
             u64::from(*max_in_flight),
             1,
             1,
-            "sandbox_router_in_flight_limited",
         ),
         Verdict::Unavailable | Verdict::Admitted { .. } => (
             format!("sandbox {sandbox}: budget unavailable (limiter contention); request refused to protect production"),
             0,
             1,
             1,
-            "sandbox_router_budget_unavailable",
         ),
     };
     let (limit, reset, retry_after) = (

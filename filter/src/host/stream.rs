@@ -72,7 +72,8 @@ pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
                 state.quota = quota;
                 state.slot = slot;
             }
-            Guarded::Shadow(would_be) => metrics.count(Some(&sandbox.key), would_be),
+            // Counted and audited as what it would have been; it goes on.
+            Guarded::Shadow(would_be) => label = would_be,
             Guarded::Rejected(rejected) => {
                 label = rejected;
                 handled.answered = true;
@@ -171,14 +172,6 @@ enum Guarded {
     Rejected(Label),
 }
 
-fn label_of(verdict: &Verdict) -> Label {
-    match verdict {
-        Verdict::RateLimited { .. } => Label::RateLimited,
-        Verdict::InFlightCapped { .. } => Label::InFlightRejected,
-        Verdict::Unavailable | Verdict::Admitted { .. } => Label::BudgetUnavailable,
-    }
-}
-
 /// Every request of a registered sandbox counts against its budget, rerouted or not.
 fn guard(sandbox: &Sandbox, is_grpc: bool) -> Guarded {
     let Some(budget) = &sandbox.budget else {
@@ -195,7 +188,7 @@ fn guard(sandbox: &Sandbox, is_grpc: bool) -> Guarded {
         },
         rejected if budget.enforce => {
             reject_over_budget(&sandbox.key, &rejected, is_grpc);
-            Guarded::Rejected(label_of(&rejected))
+            Guarded::Rejected(Label::of_verdict(&rejected))
         }
         rejected => {
             abi::log(

@@ -41,12 +41,22 @@ pub async fn listeners(admin: SocketAddr) -> Result<Vec<(String, SocketAddr)>, S
             let socket = &status["local_address"]["socket_address"];
             let address = socket["address"].as_str().unwrap_or_default();
             let port = socket["port_value"].as_u64().unwrap_or_default();
-            format!("{address}:{port}")
+            let host = if address.contains(':') {
+                format!("[{address}]")
+            } else {
+                address.to_owned()
+            };
+            format!("{host}:{port}")
                 .parse()
                 .map(|addr| (name, addr))
                 .map_err(|e| format!("bad listener address in {status}: {e}"))
         })
         .collect()
+}
+
+/// The Prometheus exposition of every stat, from `/stats/prometheus`.
+pub async fn prometheus(admin: SocketAddr) -> Result<String, String> {
+    get(admin, "/stats/prometheus").await
 }
 
 /// Every numeric stat (counters and gauges), from `/stats?format=json`.

@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod config;
 pub mod process;
+pub mod prometheus;
 
 pub use config::{Bootstrap, Cluster, Listener, Route, VirtualHost};
 pub use process::{validate, Envoy, EnvoyBuilder, FailedStart, Validation};
+pub use prometheus::{Sample, Scrape};

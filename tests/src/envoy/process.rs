@@ -229,6 +229,59 @@ impl Envoy {
         self.stats().await.get(name).copied()
     }
 
+    /// Polls `/stats` until stat `name` satisfies `ready` (given `None` while it does not
+    /// exist), and returns its value then; panics with the last value after `timeout`.
+    /// For stats that change asynchronously (e.g. the filter's counters, flushed on a timer).
+    pub async fn wait_for_stat(
+        &self,
+        name: &str,
+        timeout: Duration,
+        ready: impl Fn(Option<u64>) -> bool,
+    ) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.stat(name).await;
+            if ready(value) {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                let related: Vec<String> = self
+                    .stats()
+                    .await
+                    .into_iter()
+                    .filter(|(n, _)| {
+                        let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+                        n.starts_with(stem)
+                    })
+                    .map(|(n, v)| format!("{n}: {v}"))
+                    .collect();
+                panic!(
+                    "stat {name} did not reach the expected value within {timeout:?}; \
+                     last value {value:?}; related stats:\n{}",
+                    related.join("\n")
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Polls `/stats` until stat `name` equals `expected`; see [`Envoy::wait_for_stat`].
+    pub async fn wait_for_stat_eq(&self, name: &str, expected: u64, timeout: Duration) {
+        self.wait_for_stat(name, timeout, |v| v.unwrap_or(0) == expected)
+            .await;
+    }
+
+    /// A `/stats/prometheus` scrape.
+    pub async fn prometheus(&self) -> super::prometheus::Scrape {
+        match admin::prometheus(self.admin).await {
+            Ok(text) => super::prometheus::Scrape::parse(&text),
+            Err(err) => panic!(
+                "cannot read /stats/prometheus: {err}\n{}",
+                self.log_tail(LOG_TAIL_LINES)
+            ),
+        }
+    }
+
     /// The Envoy log (`--log-path`) and stderr so far.
     pub fn log(&self) -> String {
         self.process.log()
@@ -251,6 +304,22 @@ impl Envoy {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.process.exit_status().is_none()
+    }
+
+    /// The Envoy process id (e.g. for `/proc/<pid>/…`).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// Envoy's resident set size in KiB (`VmRSS` of `/proc/<pid>/status`); `None` without
+    /// `/proc` (not Linux) or once the process is gone.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
     }
 }
 

@@ -1,0 +1,406 @@
+//! What traffic sees after the filter's Wasm VM traps, under each Envoy `failure_policy`
+//! (`envoy.extensions.wasm.v3.FailurePolicy`: `FAIL_CLOSED`, `FAIL_OPEN`, `FAIL_RELOAD`).
+//!
+//! The VM is made to trap on purpose by the filter's test-only `fault-injection` build
+//! ([`paths::fault_injection_wasm`], built on first use into `target/fault-injection`): a request
+//! carrying `x-sandbox-router-fault: trap` executes `unreachable` in `proxy_on_request_headers`.
+//! One Envoy worker (`--concurrency 1`), so there is exactly one VM serving requests and every
+//! request after the trap meets the failed VM.
+//!
+//! Observed with Envoy 1.40 (V8), and asserted below:
+//!
+//! | policy        | trapping request | later requests (keyless and keyed)                              |
+//! |---------------|------------------|-----------------------------------------------------------------|
+//! | `FAIL_CLOSED` | 503 `wasm_fail_stream` | 503 `wasm_fail_stream`, forever (no upstream is reached)  |
+//! | `FAIL_OPEN`   | 503 `wasm_fail_stream` | 200 from the baseline: the filter is skipped (no debug header, keyed requests are not rerouted) |
+//! | `FAIL_RELOAD` | 503 `wasm_fail_stream` | 503 during the reload backoff (~1 s by default), then a new VM serves them: routing recovers |
+//!
+//! - The trapping request itself gets a 503 under every policy, `FAIL_OPEN` included: Envoy fails
+//!   the stream whose callback trapped (response code details `wasm_fail_stream`).
+//! - Stats: under `FAIL_CLOSED` and `FAIL_OPEN` **no Wasm stat records the failure**: the failed
+//!   VM stays counted in `wasm.envoy.wasm.runtime.v8.active`, `…created` does not move, and the
+//!   only traces are the log line `Function: proxy_on_request_headers failed: Uncaught
+//!   RuntimeError: unreachable` and (fail-closed) `http.<prefix>.downstream_rq_5xx`. Under
+//!   `FAIL_RELOAD`, `wasm.<plugin name>.vm_reload_backoff` counts every request refused during
+//!   the backoff, `wasm.<plugin name>.vm_reload_success` counts the recreated VMs, and
+//!   `wasm.envoy.wasm.runtime.v8.created` grows by one per reload (`vm_reload_failure` and
+//!   `vm_reload` stay 0).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use integration_tests::expect::{self, NO_KEY};
+use integration_tests::sandbox::{
+    FailurePolicy, LISTENER, PAYMENT_BASELINE, PAYMENT_SANDBOX, PAYMENT_SANDBOX_AUTHORITY,
+};
+use integration_tests::{paths, SandboxEnv, SandboxOptions, TestRequest, TestResponse};
+use serde_json::json;
+use tempfile::TempDir;
+
+/// The header of the fault-injection build that makes the VM trap.
+const FAULT_HEADER: &str = "x-sandbox-router-fault";
+/// Names each request in the access log.
+const TAG_HEADER: &str = "x-failure-policy-tag";
+/// What Envoy logs when the filter's callback traps.
+const TRAP_LOG_LINE: &str =
+    "Function: proxy_on_request_headers failed: Uncaught RuntimeError: unreachable";
+/// Envoy's response code details for a stream failed by a Wasm VM failure.
+const WASM_FAIL_STREAM: &str = "wasm_fail_stream";
+
+/// The plugin's reload stats (`wasm.<PluginConfig.name>.*`).
+const VM_RELOAD: &str = "wasm.sandbox-router.vm_reload";
+const VM_RELOAD_BACKOFF: &str = "wasm.sandbox-router.vm_reload_backoff";
+const VM_RELOAD_SUCCESS: &str = "wasm.sandbox-router.vm_reload_success";
+const VM_RELOAD_FAILURE: &str = "wasm.sandbox-router.vm_reload_failure";
+const V8_CREATED: &str = "wasm.envoy.wasm.runtime.v8.created";
+const V8_ACTIVE: &str = "wasm.envoy.wasm.runtime.v8.active";
+
+/// How long `FAIL_CLOSED` and `FAIL_OPEN` are watched for a recovery that must not come: longer
+/// than `FAIL_RELOAD`'s default backoff (1 s), which does recover in that time.
+const NO_RECOVERY_WINDOW: Duration = Duration::from_secs(3);
+/// Deadline for `FAIL_RELOAD` to recover (its default backoff is 1 s; the machine may be busy).
+const RELOAD_DEADLINE: Duration = Duration::from_secs(30);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
+/// The sandbox topology with the fault-injection filter under `policy`, one worker, and an
+/// access log of every request's status and response code details.
+struct Trial {
+    env: SandboxEnv,
+    policy: FailurePolicy,
+    _log_dir: TempDir,
+    log_path: PathBuf,
+    next_tag: u32,
+}
+
+impl Trial {
+    async fn start(policy: FailurePolicy) -> Trial {
+        let log_dir = tempfile::Builder::new()
+            .prefix("failure-policy-")
+            .tempdir()
+            .expect("temp dir for the access log");
+        let log_path = log_dir.path().join("access.log");
+        let access_log = json!([{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": log_path.to_string_lossy(),
+                "log_format": { "text_format_source": { "inline_string":
+                    format!("%REQ({TAG_HEADER})% %RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\n") } }
+            }
+        }]);
+        let env = SandboxEnv::start_with(SandboxOptions {
+            failure_policy: policy,
+            wasm: Some(paths::fault_injection_wasm()),
+            concurrency: 1,
+            hcm_options: vec![("access_log".to_owned(), access_log)],
+            ..SandboxOptions::default()
+        })
+        .await;
+        Trial {
+            env,
+            policy,
+            _log_dir: log_dir,
+            log_path,
+            next_tag: 0,
+        }
+    }
+
+    fn tag(&mut self, what: &str) -> String {
+        self.next_tag += 1;
+        format!("{what}-{}", self.next_tag)
+    }
+
+    async fn send(&mut self, what: &str, request: TestRequest) -> (String, TestResponse) {
+        let tag = self.tag(what);
+        let response = self.env.send(request.header(TAG_HEADER, &tag)).await;
+        (tag, response)
+    }
+
+    async fn keyless(&mut self) -> (String, TestResponse) {
+        self.send("keyless", TestRequest::get("payment", "/keyless"))
+            .await
+    }
+
+    async fn keyed(&mut self) -> (String, TestResponse) {
+        self.send(
+            "keyed",
+            TestRequest::get("payment", "/keyed").header("baggage", "sandbox=feature-x"),
+        )
+        .await
+    }
+
+    /// A keyed request that makes the VM trap.
+    async fn trap(&mut self) -> (String, TestResponse) {
+        self.send(
+            "trap",
+            TestRequest::get("payment", "/trap")
+                .header("baggage", "sandbox=feature-x")
+                .header(FAULT_HEADER, "trap"),
+        )
+        .await
+    }
+
+    /// The response code details Envoy logged for the request tagged `tag` (polls the access log).
+    async fn details(&self, tag: &str) -> String {
+        let deadline = Instant::now() + LOG_WAIT;
+        loop {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let found = log.lines().find_map(|line| {
+                let mut fields = line.splitn(3, ' ');
+                (fields.next() == Some(tag)).then(|| fields.nth(1).unwrap_or_default().to_owned())
+            });
+            if let Some(details) = found {
+                return details;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?}: no access-log line for {tag} within {LOG_WAIT:?}:\n{log}",
+                self.policy
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    async fn stat(&self, name: &str) -> u64 {
+        self.env
+            .envoy
+            .stat(name)
+            .await
+            .unwrap_or_else(|| panic!("{:?}: Envoy has no stat {name}", self.policy))
+    }
+
+    /// How many requests reached any upstream.
+    fn upstream_requests(&self) -> usize {
+        [PAYMENT_BASELINE, PAYMENT_SANDBOX]
+            .iter()
+            .map(|name| self.env.upstream(name).request_count())
+            .sum()
+    }
+
+    /// Lines of Envoy's log that show the trap (the log is flushed every 100 ms: polls).
+    async fn wait_for_trap_in_log(&self) -> Vec<String> {
+        let deadline = Instant::now() + LOG_WAIT;
+        loop {
+            let lines: Vec<String> = self
+                .env
+                .envoy
+                .log()
+                .lines()
+                .filter(|line| line.contains(TRAP_LOG_LINE))
+                .map(str::to_owned)
+                .collect();
+            if !lines.is_empty() {
+                for line in &lines {
+                    assert!(expect::is_vm_failure(line), "{line}");
+                }
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?}: the trap is not in Envoy's log:\n{}",
+                self.policy,
+                self.env.envoy.log_tail(30)
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Before the trap the fault-injection build routes like the release build.
+    async fn assert_routing_works(&mut self) {
+        let (_, keyed) = self.keyed().await;
+        let echo = expect::routed_to(&keyed, PAYMENT_SANDBOX);
+        assert_eq!(echo.authority(), PAYMENT_SANDBOX_AUTHORITY);
+        let (_, keyless) = self.keyless().await;
+        expect::baseline_at(&keyless, PAYMENT_BASELINE, &[NO_KEY]);
+    }
+
+    /// The trapping request: 503 from Envoy (not from an upstream), details `wasm_fail_stream`.
+    async fn trap_and_check(&mut self) {
+        let upstream_before = self.upstream_requests();
+        let (tag, trapped) = self.trap().await;
+        assert_eq!(trapped.status, 503, "{:?}: {trapped:?}", self.policy);
+        assert_eq!(trapped.upstream(), None, "{trapped:?}");
+        assert_eq!(self.details(&tag).await, WASM_FAIL_STREAM);
+        assert_eq!(self.upstream_requests(), upstream_before);
+        self.wait_for_trap_in_log().await;
+    }
+}
+
+/// A 503 that Envoy gave because the VM failed (no upstream answered).
+async fn assert_failed_stream(trial: &Trial, tag: &str, response: &TestResponse) {
+    assert_eq!(
+        response.status, 503,
+        "{:?} {tag}: {response:?}",
+        trial.policy
+    );
+    assert_eq!(response.upstream(), None, "{tag}: {response:?}");
+    assert_eq!(
+        trial.details(tag).await,
+        WASM_FAIL_STREAM,
+        "{:?} {tag}",
+        trial.policy
+    );
+}
+
+/// The filter did not run: 200 from `payment-baseline` with the authority untouched and no
+/// debug header, whether or not the request carried a key.
+fn assert_bypassed(response: &TestResponse) {
+    let echo = expect::answered_by(response, PAYMENT_BASELINE);
+    assert_eq!(echo.authority(), "payment", "{response:?}");
+    assert_eq!(
+        integration_tests::sandbox::decision(response),
+        None,
+        "the filter ran: {response:?}"
+    );
+}
+
+/// `FAIL_CLOSED`: once the VM trapped, every request through the listener gets a 503 from Envoy
+/// (`wasm_fail_stream`), keyless baseline traffic included, and nothing recovers it: no reload,
+/// no new VM. No Wasm stat counts the failure; only the 5xx counter and the log show it.
+#[tokio::test]
+async fn fail_closed_refuses_every_request_after_a_trap() {
+    let mut trial = Trial::start(FailurePolicy::FailClosed).await;
+    trial.assert_routing_works().await;
+    let created = trial.stat(V8_CREATED).await;
+    let active = trial.stat(V8_ACTIVE).await;
+    let fivexx = format!("http.{LISTENER}.downstream_rq_5xx");
+    let fivexx_before = trial.env.envoy.stat(&fivexx).await.unwrap_or(0);
+    let upstream_before = trial.upstream_requests();
+
+    trial.trap_and_check().await;
+
+    let mut refused = 1; // the trapping request
+    let window = Instant::now() + NO_RECOVERY_WINDOW;
+    while Instant::now() < window {
+        let (tag, keyless) = trial.keyless().await;
+        assert_failed_stream(&trial, &tag, &keyless).await;
+        let (tag, keyed) = trial.keyed().await;
+        assert_failed_stream(&trial, &tag, &keyed).await;
+        refused += 2;
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    assert_eq!(
+        trial.upstream_requests(),
+        upstream_before,
+        "a request got past the failed filter"
+    );
+
+    assert_eq!(trial.stat(&fivexx).await - fivexx_before, refused);
+    // The failure is invisible in the Wasm stats: no VM created or retired, no reload.
+    assert_eq!(trial.stat(V8_CREATED).await, created);
+    assert_eq!(trial.stat(V8_ACTIVE).await, active);
+    for stat in [
+        VM_RELOAD,
+        VM_RELOAD_BACKOFF,
+        VM_RELOAD_SUCCESS,
+        VM_RELOAD_FAILURE,
+    ] {
+        assert_eq!(trial.stat(stat).await, 0, "{stat}");
+    }
+}
+
+/// `FAIL_OPEN`: the trapping request still gets a 503 (`wasm_fail_stream`), but from then on the
+/// filter is skipped: keyless requests reach `payment-baseline` as before, and keyed requests
+/// reach `payment-baseline` too — silently, with no debug header — for good. No Wasm stat counts
+/// the failure (which is why `expect::filter_healthy` probes with a keyed request).
+#[tokio::test]
+async fn fail_open_bypasses_the_filter_after_a_trap() {
+    let mut trial = Trial::start(FailurePolicy::FailOpen).await;
+    trial.assert_routing_works().await;
+    let created = trial.stat(V8_CREATED).await;
+    let active = trial.stat(V8_ACTIVE).await;
+    let sandbox_before = trial.env.upstream(PAYMENT_SANDBOX).request_count();
+
+    trial.trap_and_check().await;
+
+    let window = Instant::now() + NO_RECOVERY_WINDOW;
+    while Instant::now() < window {
+        let (tag, keyless) = trial.keyless().await;
+        assert_bypassed(&keyless);
+        assert_eq!(trial.details(&tag).await, "via_upstream");
+        let (tag, keyed) = trial.keyed().await;
+        assert_bypassed(&keyed);
+        assert_eq!(
+            keyed.echo().header("baggage").as_deref(),
+            Some("sandbox=feature-x"),
+            "the key reaches the baseline untouched"
+        );
+        assert_eq!(trial.details(&tag).await, "via_upstream");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    assert_eq!(
+        trial.env.upstream(PAYMENT_SANDBOX).request_count(),
+        sandbox_before,
+        "a keyed request reached the sandbox after the trap"
+    );
+
+    assert_eq!(trial.stat(V8_CREATED).await, created);
+    assert_eq!(trial.stat(V8_ACTIVE).await, active);
+    for stat in [
+        VM_RELOAD,
+        VM_RELOAD_BACKOFF,
+        VM_RELOAD_SUCCESS,
+        VM_RELOAD_FAILURE,
+    ] {
+        assert_eq!(trial.stat(stat).await, 0, "{stat}");
+    }
+}
+
+/// `FAIL_RELOAD`: after the trap, requests get a 503 (`wasm_fail_stream`) while the reload backoff
+/// runs (each one counted in `vm_reload_backoff`); the first request after it creates a new VM
+/// (`vm_reload_success`, `v8.created` + 1), which serves that request, and routing is back:
+/// keyed requests reach the sandbox, keyless ones the baseline. A second trap recovers the same
+/// way.
+#[tokio::test]
+async fn fail_reload_recreates_the_vm_and_routing_recovers() {
+    let mut trial = Trial::start(FailurePolicy::FailReload).await;
+    trial.assert_routing_works().await;
+    let created = trial.stat(V8_CREATED).await;
+
+    for round in 1..=2u64 {
+        trial.trap_and_check().await;
+        let trapped_at = Instant::now();
+        let backoff_before = trial.stat(VM_RELOAD_BACKOFF).await;
+
+        // Poll with keyed requests until one is routed by a new VM; every one before it was
+        // refused by the failed VM.
+        let deadline = trapped_at + RELOAD_DEADLINE;
+        let mut refused = 0;
+        let recovered_after = loop {
+            let (tag, keyed) = trial.keyed().await;
+            if keyed.status == 503 {
+                assert_failed_stream(&trial, &tag, &keyed).await;
+                refused += 1;
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: no VM reload within {RELOAD_DEADLINE:?} ({refused} refused)"
+                );
+                tokio::time::sleep(POLL_INTERVAL).await;
+                continue;
+            }
+            let echo = expect::routed_to(&keyed, PAYMENT_SANDBOX);
+            assert_eq!(echo.authority(), PAYMENT_SANDBOX_AUTHORITY);
+            break trapped_at.elapsed();
+        };
+        eprintln!(
+            "FAIL_RELOAD round {round}: routing recovered {recovered_after:?} after the trap, \
+             {refused} requests refused meanwhile"
+        );
+
+        let (_, keyless) = trial.keyless().await;
+        expect::baseline_at(&keyless, PAYMENT_BASELINE, &[NO_KEY]);
+        let (_, keyed) = trial.keyed().await;
+        expect::routed_to(&keyed, PAYMENT_SANDBOX);
+
+        assert_eq!(
+            trial.stat(VM_RELOAD_BACKOFF).await - backoff_before,
+            refused,
+            "round {round}: every refused request is a backoff"
+        );
+        assert_eq!(trial.stat(VM_RELOAD_SUCCESS).await, round);
+        assert_eq!(trial.stat(V8_CREATED).await, created + round);
+        assert_eq!(trial.stat(VM_RELOAD_FAILURE).await, 0);
+        assert_eq!(trial.stat(VM_RELOAD).await, 0);
+    }
+}

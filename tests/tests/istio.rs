@@ -1,0 +1,871 @@
+//! The Istio manifests of `istio/`: valid against Istio's own published schemas (and the
+//! validator provably rejects broken ones), consistent with each other, and routing as promised
+//! in an Envoy shaped like an Istio outbound sidecar that runs `istio/wasmplugin.yaml`'s
+//! `pluginConfig` (and `istio/envoyfilter.yaml`'s patch). Plus the OCI image of
+//! `scripts/package-oci`, read back and compared byte for byte with the built filter.
+//!
+//! Needs: Node.js 20+ and npm (the validator's packages are installed with `npm ci` when
+//! missing), `../shared/istio-crds` for the CRD checks (skipped with a message when absent),
+//! the built filter, and root or sudo for `apt-get install umoci skopeo` when they are missing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use integration_tests::istio::{
+    self, FilterSource, IstioSidecarEnv, Validation, PASSTHROUGH_UPSTREAM, SERVICE_PORT,
+};
+use integration_tests::sandbox::DECISION_HEADER;
+use integration_tests::{expect, paths, Protocol, TestRequest, TestResponse};
+use serde_json::{json, Value};
+
+const PAYMENT_BASELINE: &str = "payment@baseline";
+const PAYMENT_SANDBOX: &str = "payment@feature-y";
+const CART_BASELINE: &str = "cart@baseline";
+const CART_SANDBOX: &str = "cart@feature-x";
+
+fn yaml_to_text(value: &Value) -> String {
+    serde_yaml::to_string(value).expect("a JSON value serialises as YAML")
+}
+
+fn print_crd_note(validation: &Validation) {
+    if !validation.crds_checked() {
+        eprintln!(
+            "NOTE: {} — only the kubernetes-models and metadata checks ran",
+            validation.report["crds"]["skipped"]
+                .as_str()
+                .unwrap_or("the CRD checks were skipped")
+        );
+    }
+}
+
+// ----------------------------------------------------------------------- schema validation ---
+
+#[test]
+fn manifests_pass_istios_published_schemas() {
+    let files = istio::manifest_files();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "wasmplugin.yaml",
+        "trafficextension.yaml",
+        "envoyfilter.yaml",
+        "sandbox-payment-feature-y.yaml",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "istio/{expected} is missing"
+        );
+    }
+
+    let validation = istio::validate_manifests(&files, None);
+    print_crd_note(&validation);
+    assert!(
+        validation.success,
+        "the Istio manifests do not validate:\n{}\n{}",
+        validation.errors().join("\n"),
+        validation.stderr
+    );
+
+    // Each manifest was checked by the validators that know its kind.
+    let crd = if validation.crds_checked() {
+        "pass"
+    } else {
+        "skip"
+    };
+    let expect = |source: &str, index: u64, wanted: &[(&str, &str)]| {
+        let checks = validation.checks(source, index);
+        for (validator, status) in wanted {
+            assert_eq!(
+                checks.get(*validator).map(String::as_str),
+                Some(*status),
+                "{source}#{index}: {validator} should be {status}: {checks:?}"
+            );
+        }
+    };
+    expect(
+        "istio/wasmplugin.yaml",
+        0,
+        &[
+            ("objectmeta", "pass"),
+            ("kubernetes-models", "pass"),
+            ("crd", crd),
+        ],
+    );
+    expect(
+        "istio/envoyfilter.yaml",
+        0,
+        &[
+            ("objectmeta", "pass"),
+            ("kubernetes-models", "pass"),
+            ("crd", crd),
+        ],
+    );
+    // @kubernetes-models/istio predates TrafficExtension: only its CRD knows it.
+    expect(
+        "istio/trafficextension.yaml",
+        0,
+        &[("objectmeta", "pass"), ("crd", crd)],
+    );
+    expect(
+        "istio/sandbox-payment-feature-y.yaml",
+        0,
+        &[("objectmeta", "pass"), ("kubernetes-models", "pass")],
+    );
+    expect(
+        "istio/sandbox-payment-feature-y.yaml",
+        1,
+        &[("objectmeta", "pass"), ("kubernetes-models", "pass")],
+    );
+}
+
+/// A manifest broken on purpose must fail, proving each layer of the validator works.
+#[test]
+fn validator_rejects_broken_manifests() {
+    let plugin = istio::wasm_plugin();
+    let extension = istio::load_manifest("trafficextension.yaml", "TrafficExtension");
+    let envoy_filter = istio::envoy_filter();
+
+    // (name, manifest, validators that must reject it, validators that only can with the CRDs)
+    let mut cases: Vec<(&str, Value, Vec<&str>, Vec<&str>)> = Vec::new();
+
+    let mut bad_enum = plugin.clone();
+    bad_enum["spec"]["failStrategy"] = json!("FAIL_SOMETIMES");
+    cases.push((
+        "unknown failStrategy",
+        bad_enum,
+        vec!["kubernetes-models"],
+        vec!["crd"],
+    ));
+
+    let mut bad_priority = plugin.clone();
+    bad_priority["spec"]["priority"] = json!(99_999_999_999_i64);
+    cases.push((
+        "priority beyond int32",
+        bad_priority,
+        vec!["kubernetes-models"],
+        vec!["crd"],
+    ));
+
+    let mut bad_field = plugin.clone();
+    let config = bad_field["spec"]["pluginConfig"].take();
+    bad_field["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pluginConfig");
+    bad_field["spec"]["pluginconfig"] = config;
+    cases.push(("misspelt pluginConfig", bad_field, vec![], vec!["crd"]));
+
+    let mut bad_scheme = plugin.clone();
+    bad_scheme["spec"]["url"] = json!("ftp://ghcr.io/example-org/sandbox-router:0.1.0");
+    cases.push(("url scheme (CEL rule)", bad_scheme, vec![], vec!["crd"]));
+
+    let mut both_selectors = plugin.clone();
+    both_selectors["spec"]["targetRefs"] = json!([{ "kind": "Service", "name": "payment" }]);
+    cases.push((
+        "selector and targetRefs (CEL rule)",
+        both_selectors,
+        vec![],
+        vec!["crd"],
+    ));
+
+    let mut no_name = plugin.clone();
+    no_name["metadata"]["name"] = json!("Sandbox_Router");
+    cases.push(("metadata.name", no_name, vec!["objectmeta"], vec![]));
+
+    let mut wasm_and_lua = extension.clone();
+    wasm_and_lua["spec"]["lua"] = json!({ "inlineCode": "function envoy_on_request(h) end" });
+    cases.push((
+        "TrafficExtension with wasm and lua (CEL rule)",
+        wasm_and_lua,
+        vec![],
+        vec!["crd"],
+    ));
+
+    let mut bad_phase = extension.clone();
+    bad_phase["spec"]["phase"] = json!("UNSPECIFIED_PHASE"); // WasmPlugin's spelling, not TrafficExtension's
+    cases.push(("TrafficExtension phase", bad_phase, vec![], vec!["crd"]));
+
+    let mut bad_operation = envoy_filter.clone();
+    bad_operation["spec"]["configPatches"][0]["patch"]["operation"] = json!("INSERT_SOMEWHERE");
+    cases.push((
+        "EnvoyFilter operation",
+        bad_operation,
+        vec!["kubernetes-models"],
+        vec!["crd"],
+    ));
+
+    let mut bad_context = envoy_filter.clone();
+    bad_context["spec"]["configPatches"][0]["match"]["context"] = json!("SIDECAR_OUTGOING");
+    cases.push((
+        "EnvoyFilter context",
+        bad_context,
+        vec!["kubernetes-models"],
+        vec!["crd"],
+    ));
+
+    let mut unknown_kind = plugin.clone();
+    unknown_kind["apiVersion"] = json!("extensions.istio.io/v1beta9");
+    cases.push(("unknown apiVersion", unknown_kind, vec![], vec!["crd"]));
+
+    let mut crds_checked = None;
+    for (name, manifest, always, with_crds) in cases {
+        let validation = istio::validate_manifests(&[], Some(&yaml_to_text(&manifest)));
+        let crds = validation.crds_checked();
+        crds_checked = Some(crds);
+        let checks = validation.checks("<stdin>", 0);
+        let must_fail: Vec<&str> = always
+            .iter()
+            .chain(if crds { with_crds.iter() } else { [].iter() })
+            .copied()
+            .collect();
+        if must_fail.is_empty() {
+            // Only the CRDs can see this one, and they are absent.
+            continue;
+        }
+        assert!(
+            !validation.success,
+            "{name}: the validator accepted a broken manifest: {checks:?}\n{}",
+            yaml_to_text(&manifest)
+        );
+        for validator in must_fail {
+            assert_eq!(
+                checks.get(validator).map(String::as_str),
+                Some("fail"),
+                "{name}: {validator} should reject it: {checks:?}\n{}",
+                validation.errors().join("\n")
+            );
+        }
+    }
+    if crds_checked == Some(false) {
+        eprintln!(
+            "NOTE: {} does not exist: the CRD-only negative cases were not run",
+            istio::crd_dir().display()
+        );
+    }
+}
+
+// ----------------------------------------------------------------------------- consistency ---
+
+#[test]
+fn wasm_plugin_makes_the_documented_choices() {
+    let plugin = istio::wasm_plugin();
+    let spec = &plugin["spec"];
+    assert_eq!(plugin["apiVersion"], "extensions.istio.io/v1alpha1");
+    assert_eq!(plugin["metadata"]["namespace"], istio::NAMESPACE);
+    assert_eq!(
+        spec["match"],
+        json!([{ "mode": "CLIENT" }]),
+        "outbound only"
+    );
+    assert_eq!(spec["phase"], "AUTHN");
+    assert_eq!(spec["failStrategy"], "FAIL_OPEN");
+    assert!(
+        spec["selector"]["matchLabels"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty()),
+        "a selector for the shop workloads: {spec}"
+    );
+    let config = istio::plugin_config(&plugin);
+    assert_eq!(config["namespace"], istio::NAMESPACE);
+    assert_eq!(config["debug"], false, "no debug header in production");
+    assert!(config["trust"]["sources"].is_array(), "trust is configured");
+    assert!(
+        config["defaults"].is_object(),
+        "a default budget is configured"
+    );
+    assert_eq!(
+        config["sandboxes"]["feature-x"]["routes"]["cart"]["authority"],
+        istio::fqdn("cart-feature-x")
+    );
+    assert_eq!(
+        config["sandboxes"]["feature-y"]["routes"]["payment"]["authority"],
+        istio::fqdn("payment-feature-y")
+    );
+
+    // The image reference is the one scripts/package-oci builds by default:
+    // oci://<registry>/<org>/sandbox-router:<filter crate version>.
+    let url = spec["url"].as_str().expect("spec.url");
+    let rest = url
+        .strip_prefix("oci://")
+        .unwrap_or_else(|| panic!("{url} is not an oci:// URL"));
+    let (repository, tag) = rest.rsplit_once(':').expect("the URL has a tag");
+    assert!(
+        repository.ends_with("/sandbox-router"),
+        "{url}: repository should be <registry>/<org>/sandbox-router"
+    );
+    assert_eq!(
+        tag,
+        filter_crate_version(),
+        "{url}: tag should be the filter crate's version (scripts/package-oci's default tag)"
+    );
+}
+
+#[test]
+fn traffic_extension_is_the_same_plugin() {
+    let plugin = istio::wasm_plugin();
+    let extension = istio::load_manifest("trafficextension.yaml", "TrafficExtension");
+    let (p, e) = (&plugin["spec"], &extension["spec"]);
+    assert_eq!(extension["metadata"], plugin["metadata"]);
+    for field in ["selector", "match", "phase", "priority"] {
+        assert_eq!(e[field], p[field], "spec.{field}");
+    }
+    for field in ["url", "imagePullPolicy", "failStrategy", "pluginConfig"] {
+        assert_eq!(e["wasm"][field], p[field], "spec.wasm.{field}");
+    }
+}
+
+#[test]
+fn envoy_filter_carries_the_same_configuration() {
+    let plugin = istio::wasm_plugin();
+    let envoy_filter = istio::envoy_filter();
+    assert_eq!(envoy_filter["metadata"]["namespace"], istio::NAMESPACE);
+    assert_eq!(
+        envoy_filter["spec"]["workloadSelector"]["labels"],
+        plugin["spec"]["selector"]["matchLabels"],
+        "the same workloads"
+    );
+    let patches = envoy_filter["spec"]["configPatches"].as_array().unwrap();
+    assert_eq!(patches.len(), 1);
+    let patch = &patches[0];
+    assert_eq!(patch["applyTo"], "HTTP_FILTER");
+    assert_eq!(patch["match"]["context"], "SIDECAR_OUTBOUND");
+    assert_eq!(
+        patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router"
+    );
+    assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
+    let value = &patch["patch"]["value"];
+    assert_eq!(value["name"], "envoy.filters.http.wasm");
+    let config = &value["typed_config"]["config"];
+    assert_eq!(
+        value["typed_config"]["@type"],
+        "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+    );
+    assert_eq!(config["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+    assert_eq!(config["fail_open"], true, "failStrategy FAIL_OPEN");
+    assert_eq!(
+        config["configuration"]["@type"],
+        "type.googleapis.com/google.protobuf.StringValue"
+    );
+    let text = config["configuration"]["value"]
+        .as_str()
+        .expect("configuration.value is a string");
+    let parsed: Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("the EnvoyFilter's configuration is not JSON: {e}\n{text}"));
+    assert_eq!(
+        &parsed,
+        istio::plugin_config(&plugin),
+        "the EnvoyFilter's configuration must equal the WasmPlugin's pluginConfig"
+    );
+}
+
+#[test]
+fn sandbox_service_answers_to_the_rewritten_authority() {
+    let plugin = istio::wasm_plugin();
+    let docs = istio::load_manifests("sandbox-payment-feature-y.yaml");
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service")
+        .expect("a Service");
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    assert_eq!(service["metadata"]["name"], "payment-feature-y");
+    assert_eq!(service["metadata"]["namespace"], istio::NAMESPACE);
+    assert_eq!(deployment["metadata"]["namespace"], istio::NAMESPACE);
+
+    // The filter sends feature-y's payment calls to this Service's DNS name...
+    let authority = istio::plugin_config(&plugin)["sandboxes"]["feature-y"]["routes"]["payment"]
+        ["authority"]
+        .as_str()
+        .unwrap();
+    let service_fqdn = istio::fqdn(service["metadata"]["name"].as_str().unwrap());
+    assert_eq!(authority, service_fqdn);
+    // ...on the port the caller used: the Service must expose the baseline's port.
+    let ports: Vec<u64> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert!(ports.contains(&u64::from(SERVICE_PORT)), "{ports:?}");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(
+                |p| p["name"].as_str().is_some_and(|n| n.starts_with("http"))
+                    || p["appProtocol"] == "http"
+            ),
+        "Istio must see the port as HTTP"
+    );
+
+    // Labels: app payment, version feature-y; the Service selects exactly the pods.
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(pod_labels["app"], "payment");
+    assert_eq!(pod_labels["version"], "feature-y");
+    for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod_labels[key], value, "Service selector {key}");
+    }
+    for (key, value) in deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&pod_labels[key], value, "Deployment selector {key}");
+    }
+    // The sandboxed pods run the filter too, for their own outbound calls.
+    for (key, value) in plugin["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&pod_labels[key], value, "WasmPlugin selector {key}");
+    }
+}
+
+// ------------------------------------------------------------------------------- routing ---
+
+fn keyed(host: &str, key: &str, protocol: Protocol) -> TestRequest {
+    TestRequest::get(host, "/pay?order=7")
+        .protocol(protocol)
+        .header("baggage", &format!("userid=42,sandbox={key};ttl=3"))
+}
+
+fn assert_no_debug_header(response: &TestResponse) {
+    assert!(
+        response.header(DECISION_HEADER).is_none(),
+        "pluginConfig has debug: false, yet the response has {DECISION_HEADER}: {response:?}"
+    );
+}
+
+/// The checks shared by the WasmPlugin and the EnvoyFilter variants.
+async fn assert_routes_like_the_manifest(env: &IstioSidecarEnv) {
+    for protocol in Protocol::ALL {
+        // No key: baseline, authority untouched.
+        for host in ["payment:8080", "payment.shop.svc.cluster.local:8080"] {
+            let response = env
+                .send(TestRequest::get(host, "/pay").protocol(protocol))
+                .await;
+            let echo = expect::answered_by(&response, PAYMENT_BASELINE);
+            assert_eq!(echo.authority(), host, "{protocol:?}");
+            assert_no_debug_header(&response);
+        }
+
+        // feature-y overrides payment: every name of payment, with and without the port.
+        for host in istio::virtual_host_domains("payment", SERVICE_PORT) {
+            let response = env.send(keyed(&host, "feature-y", protocol)).await;
+            let echo = expect::answered_by(&response, PAYMENT_SANDBOX);
+            let wanted = match host.rsplit_once(':') {
+                Some((_, port)) => format!("{}:{port}", istio::fqdn("payment-feature-y")),
+                None => istio::fqdn("payment-feature-y"),
+            };
+            assert_eq!(echo.authority(), wanted, "{protocol:?} {host}");
+            assert_eq!(echo.path(), "/pay?order=7");
+            // The key travels on, so the sandbox's own calls can be routed too.
+            assert_eq!(
+                echo.header_values("baggage"),
+                vec!["userid=42,sandbox=feature-y;ttl=3".to_owned()],
+                "{protocol:?} {host}"
+            );
+            assert_no_debug_header(&response);
+        }
+
+        // A plain header carries the key too.
+        let response = env
+            .send(
+                TestRequest::get("payment:8080", "/pay")
+                    .protocol(protocol)
+                    .header("x-sandbox", "feature-y"),
+            )
+            .await;
+        expect::answered_by(&response, PAYMENT_SANDBOX);
+
+        // The key of another sandbox (feature-x overrides cart only): payment stays baseline...
+        let response = env.send(keyed("payment:8080", "feature-x", protocol)).await;
+        let echo = expect::answered_by(&response, PAYMENT_BASELINE);
+        assert_eq!(echo.authority(), "payment:8080");
+        // ...while cart goes to feature-x's cart.
+        let response = env.send(keyed("cart:8080", "feature-x", protocol)).await;
+        let echo = expect::answered_by(&response, CART_SANDBOX);
+        assert_eq!(
+            echo.authority(),
+            format!("{}:8080", istio::fqdn("cart-feature-x"))
+        );
+        let response = env.send(keyed("cart:8080", "feature-y", protocol)).await;
+        expect::answered_by(&response, CART_BASELINE);
+
+        // An unknown key: baseline.
+        let response = env.send(keyed("payment:8080", "feature-z", protocol)).await;
+        expect::answered_by(&response, PAYMENT_BASELINE);
+
+        // The sandbox is a Service of its own: reachable by name without a key.
+        let response = env
+            .send(TestRequest::get("payment-feature-y:8080", "/").protocol(protocol))
+            .await;
+        expect::answered_by(&response, PAYMENT_SANDBOX);
+
+        // Hosts outside the mesh still pass through (ALLOW_ANY), keyed or not.
+        let response = env
+            .send(keyed("api.example.com:8080", "feature-y", protocol))
+            .await;
+        let echo = expect::answered_by(&response, PASSTHROUGH_UPSTREAM);
+        assert_eq!(echo.authority(), "api.example.com:8080");
+    }
+}
+
+#[tokio::test]
+async fn istio_outbound_sidecar_routes_by_the_wasm_plugin_config() {
+    let env = IstioSidecarEnv::start(FilterSource::WasmPlugin).await;
+    assert_routes_like_the_manifest(&env).await;
+    // Every request reached an upstream through the routes above; none was answered by Envoy.
+    assert!(env.upstream(PAYMENT_SANDBOX).request_count() > 0);
+}
+
+#[tokio::test]
+async fn envoy_filter_patch_routes_the_same_way() {
+    let env = IstioSidecarEnv::start(FilterSource::EnvoyFilter).await;
+    assert_routes_like_the_manifest(&env).await;
+}
+
+/// The same Istio-shaped sidecar without the filter: keys change nothing (so the routing above
+/// is the filter's doing), and the sandbox is only reachable by its own name.
+#[tokio::test]
+async fn istio_outbound_sidecar_without_the_filter_ignores_keys() {
+    let env = IstioSidecarEnv::start(FilterSource::None).await;
+    for protocol in Protocol::ALL {
+        let response = env.send(keyed("payment:8080", "feature-y", protocol)).await;
+        let echo = expect::answered_by(&response, PAYMENT_BASELINE);
+        assert_eq!(echo.authority(), "payment:8080");
+        for host in istio::virtual_host_domains("payment-feature-y", SERVICE_PORT) {
+            let response = env
+                .send(TestRequest::get(&host, "/").protocol(protocol))
+                .await;
+            expect::answered_by(&response, PAYMENT_SANDBOX);
+        }
+    }
+}
+
+/// What the `next` hop of a [`istio::MeshApp`] answer says: (upstream, authority it saw).
+fn next_hop(response: &TestResponse) -> (String, String) {
+    let echo = response.echo();
+    let next = &echo.0["next"];
+    assert_eq!(next["status"], 200, "the onward call failed: {:#}", echo.0);
+    (
+        next["upstream"].as_str().unwrap_or_default().to_owned(),
+        next["echo"]["authority"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// frontend → cart → payment with a sidecar per caller: each hop is routed by the CALLER's
+/// sidecar, with the key the app propagated in `baggage`.
+#[tokio::test]
+async fn each_hop_is_routed_by_the_callers_sidecar() {
+    let mesh = istio::IstioMesh::start().await;
+    assert_eq!(mesh.app_count(), 2);
+    let sandbox_payment = format!("{}:8080", istio::fqdn("payment-feature-y"));
+    for protocol in Protocol::ALL {
+        let call = |key: Option<&str>| {
+            let request = TestRequest::get("cart:8080", "/checkout?cart=9").protocol(protocol);
+            match key {
+                Some(key) => request.header("baggage", &format!("sandbox={key}")),
+                None => request,
+            }
+        };
+
+        // No key: baseline all the way.
+        let response = mesh.send(call(None)).await;
+        expect::answered_by(&response, CART_BASELINE);
+        assert_eq!(
+            next_hop(&response),
+            (PAYMENT_BASELINE.to_owned(), "payment:8080".to_owned())
+        );
+
+        // feature-x sandboxes cart: the frontend's sidecar sends the call to cart@feature-x,
+        // whose own call to payment stays on the baseline (feature-x does not override payment).
+        let response = mesh.send(call(Some("feature-x"))).await;
+        let echo = expect::answered_by(&response, CART_SANDBOX);
+        assert_eq!(
+            echo.authority(),
+            format!("{}:8080", istio::fqdn("cart-feature-x"))
+        );
+        assert_eq!(
+            next_hop(&response),
+            (PAYMENT_BASELINE.to_owned(), "payment:8080".to_owned())
+        );
+
+        // feature-y sandboxes payment, one hop further: cart@baseline answers the frontend, and
+        // the CART's sidecar sends cart's call to payment@feature-y.
+        let response = mesh.send(call(Some("feature-y"))).await;
+        let echo = expect::answered_by(&response, CART_BASELINE);
+        assert_eq!(
+            echo.authority(),
+            "cart:8080",
+            "the frontend's sidecar left cart alone"
+        );
+        assert_eq!(
+            next_hop(&response),
+            (PAYMENT_SANDBOX.to_owned(), sandbox_payment.clone())
+        );
+
+        // An app that does not propagate baggage loses the key: the second hop is baseline.
+        let response = mesh
+            .send(call(Some("feature-y")).header(istio::NO_PROPAGATION_HEADER, "1"))
+            .await;
+        expect::answered_by(&response, CART_BASELINE);
+        assert_eq!(next_hop(&response).0, PAYMENT_BASELINE);
+    }
+    assert!(mesh.upstream(PAYMENT_SANDBOX).request_count() >= 2);
+}
+
+/// failStrategy as istiod maps it onto Envoy's `failure_policy`, in a sidecar whose plugin is
+/// placed by phase: the chain order is part of what the manifest promises.
+#[test]
+fn wasm_plugin_is_rendered_before_istios_filters_and_the_router() {
+    let wasm = PathBuf::from("/var/lib/istio/data/plugin.wasm");
+    let plugin = istio::wasm_plugin();
+    let placed = istio::wasm_plugin_filter(&plugin, &wasm);
+    let config = &placed.filter["typed_config"]["config"];
+    assert_eq!(
+        placed.filter["name"],
+        "extensions.istio.io/wasmplugin/shop.sandbox-router"
+    );
+    assert_eq!(config["name"], "shop.sandbox-router");
+    assert_eq!(config["failure_policy"], "FAIL_OPEN");
+    assert_eq!(config["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+    let text = config["configuration"]["value"].as_str().unwrap();
+    let parsed: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(&parsed, istio::plugin_config(&plugin));
+
+    let names: Vec<String> = istio::outbound_http_filters(vec![placed])
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "extensions.istio.io/wasmplugin/shop.sandbox-router",
+            "envoy.filters.http.grpc_stats",
+            "envoy.filters.http.fault",
+            "envoy.filters.http.cors",
+            "envoy.filters.http.router",
+        ]
+    );
+    // Numbers reach the filter as protobuf Struct doubles print.
+    assert_eq!(
+        istio::plugin_config_text(&json!({ "burst": 100.0, "rps": 0.5, "n": [1, 2.0] })),
+        r#"{"burst":100,"n":[1,2],"rps":0.5}"#
+    );
+}
+
+// ------------------------------------------------------------------------------ OCI image ---
+
+fn filter_crate_version() -> String {
+    let manifest = paths::workspace_root().join("filter").join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read filter/Cargo.toml");
+    text.lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("version")?.trim_start();
+            let rest = rest.strip_prefix('=')?.trim();
+            Some(rest.trim_matches('"').to_owned())
+        })
+        .expect("filter/Cargo.toml has a version")
+}
+
+fn run(command: &mut Command) -> Vec<u8> {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let out = run(Command::new("sha256sum").arg(path));
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// The blob of `digest` ("sha256:<hex>"), after checking that its content has that digest.
+fn blob(layout: &Path, digest: &str) -> PathBuf {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .unwrap_or_else(|| panic!("{digest} is not a sha256 digest"));
+    let path = layout.join("blobs").join("sha256").join(hex);
+    assert!(path.is_file(), "blob {digest} is missing from the layout");
+    assert_eq!(
+        sha256_hex(&path),
+        hex,
+        "blob {digest} does not match its digest"
+    );
+    path
+}
+
+#[test]
+fn oci_image_holds_the_built_filter() {
+    let wasm = paths::filter_wasm();
+    let wasm_bytes = std::fs::read(&wasm).expect("read the built filter");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let layout = dir.path().join("sandbox-router");
+    let tag = "it-test";
+    let script = paths::workspace_root().join("scripts").join("package-oci");
+    let printed = run(Command::new(&script)
+        .arg("--wasm")
+        .arg(&wasm)
+        .arg("--layout")
+        .arg(&layout)
+        .arg("--tag")
+        .arg(tag));
+    let printed = String::from_utf8_lossy(&printed);
+    assert!(
+        printed.contains(&format!("docker://ghcr.io/<org>/sandbox-router:{tag}"))
+            && printed.contains(&format!("url: oci://ghcr.io/<org>/sandbox-router:{tag}")),
+        "package-oci should print how to push and reference the image:\n{printed}"
+    );
+
+    // Read it back with umoci...
+    let tags = run(Command::new("umoci").arg("ls").arg("--layout").arg(&layout));
+    assert!(
+        String::from_utf8_lossy(&tags).lines().any(|l| l == tag),
+        "umoci ls: {}",
+        String::from_utf8_lossy(&tags)
+    );
+    let image = format!("{}:{tag}", layout.display());
+    let stat: Value = serde_json::from_slice(&run(Command::new("umoci")
+        .args(["stat", "--json", "--image"])
+        .arg(&image)))
+    .expect("umoci stat --json prints JSON");
+    let layers: Vec<&Value> = stat["history"]
+        .as_array()
+        .expect("umoci stat has a history")
+        .iter()
+        .filter_map(|h| h.get("layer"))
+        .collect();
+    assert_eq!(layers.len(), 1, "one layer: {stat:#}");
+
+    // ...and as plain JSON: index -> manifest -> config and layer.
+    let layout_file = read_json(&layout.join("oci-layout"));
+    assert_eq!(layout_file["imageLayoutVersion"], "1.0.0");
+    let index = read_json(&layout.join("index.json"));
+    let descriptor = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("index.json has no manifest tagged {tag}: {index:#}"));
+    assert_eq!(
+        descriptor["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let manifest_path = blob(&layout, descriptor["digest"].as_str().unwrap());
+    let manifest = read_json(&manifest_path);
+    assert_eq!(manifest["schemaVersion"], 2);
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    let config = read_json(&blob(
+        &layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    let manifest_layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(
+        manifest_layers.len(),
+        1,
+        "Istio's compat variant: one layer"
+    );
+    let layer = &manifest_layers[0];
+    assert_eq!(
+        layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+        "Istio's compat variant: an OCI tar+gzip layer"
+    );
+    assert_eq!(
+        layer["digest"], layers[0]["digest"],
+        "umoci and the JSON agree"
+    );
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let layer_path = blob(&layout, layer["digest"].as_str().unwrap());
+    assert_eq!(
+        std::fs::metadata(&layer_path).unwrap().len(),
+        layer["size"].as_u64().unwrap()
+    );
+
+    // The layer is a tar holding plugin.wasm: exactly the built filter's bytes.
+    let listing = run(Command::new("tar").arg("-tzf").arg(&layer_path));
+    let entries: Vec<String> = String::from_utf8_lossy(&listing)
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(entries.iter().any(|e| e == "plugin.wasm"), "{entries:?}");
+    let extracted = dir.path().join("plugin.wasm");
+    let packed = run(Command::new("tar")
+        .arg("-xzOf")
+        .arg(&layer_path)
+        .arg("plugin.wasm"));
+    std::fs::write(&extracted, &packed).unwrap();
+    assert_eq!(
+        sha256_hex(&extracted),
+        sha256_hex(&wasm),
+        "plugin.wasm in the image differs from {}",
+        wasm.display()
+    );
+    assert!(packed == wasm_bytes, "same digest, same bytes");
+
+    // skopeo (the push tool) reads the same manifest from the layout.
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{image}")));
+    assert_eq!(raw, std::fs::read(&manifest_path).unwrap());
+
+    // Packaging the same .wasm again gives the same image (reproducible).
+    let again = dir.path().join("again");
+    run(Command::new(&script)
+        .arg("--wasm")
+        .arg(&wasm)
+        .arg("--layout")
+        .arg(&again)
+        .arg("--tag")
+        .arg(tag));
+    let index_again = read_json(&again.join("index.json"));
+    let digests = |index: &Value| -> BTreeMap<String, String> {
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["annotations"]["org.opencontainers.image.ref.name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    m["digest"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(digests(&index_again), digests(&index));
+}
