@@ -213,6 +213,9 @@ fn other_member() -> impl Strategy<Value = String> {
         .prop_map(|(n, v)| format!("{n}={v}"))
 }
 
+/// A header sent in a precedence test: (carrier rank, the key it held, the header).
+type SentHeader = (Option<usize>, Option<String>, (Vec<u8>, Vec<u8>));
+
 // --------------------------------------------------------------- properties ---
 
 proptest! {
@@ -393,17 +396,18 @@ proptest! {
     }
 
     /// Carriers, from highest precedence: plain headers in the order listed, baggage members
-    /// in the order listed, `ot-baggage-*`, `uberctx-*`, tracestate. The best carrier with a
-    /// well-formed key wins whatever the arrival order; a malformed value hides nothing.
+    /// in the order listed, `ot-baggage-*`, `uberctx-*`, tracestate; within one carrier the
+    /// first header to arrive wins. The best carrier with a well-formed key wins whatever the
+    /// arrival order; a malformed value hides nothing.
     #[test]
     fn extraction_precedence_holds(
-        present in prop::collection::vec(prop::option::of(any::<bool>()), 10),
+        sent in prop::collection::vec((0usize..10, any::<bool>()), 0..12),
         noise in prop::collection::vec(
             ("[a-z-]{1,12}", "[ -~]{0,12}").prop_map(|(n, v)| (n.into_bytes(), v.into_bytes())),
             0..4),
-        order in Just((0..14).collect::<Vec<usize>>()).prop_shuffle(),
+        order in Just((0..16).collect::<Vec<usize>>()).prop_shuffle(),
     ) {
-        // (name, value for key `k<rank>`) of each carrier, by rank.
+        // (name, value) of carrier `rank` holding `value`.
         let carrier = |rank: usize, value: &str| -> (Vec<u8>, Vec<u8>) {
             let (name, value) = match rank {
                 0 => ("x-sandbox".to_owned(), value.to_owned()),
@@ -419,37 +423,44 @@ proptest! {
             };
             (name.into_bytes(), value.into_bytes())
         };
-        let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut expected = KeySearch::Absent;
-        for (rank, state) in present.iter().enumerate() {
-            match state {
-                Some(true) => {
-                    let key = format!("k{rank}");
-                    headers.push(carrier(rank, &key));
-                    if !matches!(expected, KeySearch::Found(_)) {
-                        expected = KeySearch::Found(RoutingKey::from_bytes(key.as_bytes()).unwrap());
-                    }
-                }
-                Some(false) => {
-                    headers.push(carrier(rank, "bad key"));
-                    if expected == KeySearch::Absent {
-                        expected = KeySearch::Invalid;
-                    }
-                }
-                None => {}
-            }
-        }
-        headers.extend(noise.into_iter().filter(|(n, _)| {
-            !n.starts_with(b"ot-baggage-") && !n.starts_with(b"uberctx-")
-                && !["x-sandbox", "x-alt", "baggage", "tracestate"].contains(&&*String::from_utf8_lossy(n))
-        }));
-        let shuffled: Vec<_> = order
+        // Each header: (rank, key if valid), the key naming its position so that every
+        // header carries a different one.
+        let mut entries: Vec<SentHeader> = sent
             .iter()
-            .filter_map(|&i| headers.get(i).cloned())
+            .enumerate()
+            .map(|(i, &(rank, valid))| {
+                let key = valid.then(|| format!("k{rank}-{i}"));
+                let header = carrier(rank, key.as_deref().unwrap_or("bad key"));
+                (Some(rank), key, header)
+            })
             .collect();
-        prop_assert_eq!(shuffled.len(), headers.len());
+        entries.extend(
+            noise
+                .into_iter()
+                .filter(|(n, _)| {
+                    !n.starts_with(b"ot-baggage-")
+                        && !n.starts_with(b"uberctx-")
+                        && !["x-sandbox", "x-alt", "baggage", "tracestate"]
+                            .contains(&&*String::from_utf8_lossy(n))
+                })
+                .map(|h| (None, None, h)),
+        );
+        let arrived: Vec<_> = order.iter().filter_map(|&i| entries.get(i).cloned()).collect();
+        prop_assert_eq!(arrived.len(), entries.len());
+        // The best rank with a valid key; among its headers, the first to arrive.
+        let expected = arrived
+            .iter()
+            .filter_map(|(rank, key, _)| Some(((*rank)?, key.clone()?)))
+            .min_by_key(|(rank, _)| *rank)
+            .map(|(_, key)| KeySearch::Found(RoutingKey::from_bytes(key.as_bytes()).unwrap()))
+            .unwrap_or(if arrived.iter().any(|(rank, _, _)| rank.is_some()) {
+                KeySearch::Invalid
+            } else {
+                KeySearch::Absent
+            });
+        let headers: Vec<_> = arrived.into_iter().map(|(_, _, h)| h).collect();
         let router = router();
-        prop_assert_eq!(scan_key(&router, &shuffled), expected);
+        prop_assert_eq!(scan_key(&router, &headers), expected);
     }
 
     /// A route for `name.ns` matches every Kubernetes form of the service, in any case, with

@@ -111,6 +111,8 @@ pub fn is_tchar(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn key(header: &str) -> Option<String> {
         match find_baggage_member(header.as_bytes(), b"sandbox") {

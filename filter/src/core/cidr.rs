@@ -90,6 +90,8 @@ pub fn peer_ip(address: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()

@@ -218,6 +218,7 @@ fn build(document: &Reader<'_>, raw: RawConfig, facts: &HostFacts) -> Result<Rou
             format!("`{cluster_header}` is not a valid header name"),
         ));
     }
+    check_headers_are_distinct(&raw.routing_key, &cluster_header)?;
     let settings = Settings {
         carriers,
         cluster_header: cluster_header.into_bytes().into_boxed_slice(),
@@ -431,6 +432,46 @@ fn carriers(raw: &RawRoutingKey) -> Result<Carriers, ConfigError> {
     }
     Ok(Carriers::new(&raw.baggage, &raw.headers))
 }
+
+/// Headers the scanner reads for one purpose must not be configured for another: a carrier
+/// that is also the cluster header (or `content-type`) would silently never carry a key.
+fn check_headers_are_distinct(
+    raw: &RawRoutingKey,
+    cluster_header: &str,
+) -> Result<(), ConfigError> {
+    if RESERVED_HEADERS.contains(&cluster_header) {
+        return Err(error(
+            "cluster_header",
+            format!("`{cluster_header}` is a header the filter reads for another purpose"),
+        ));
+    }
+    for (i, name) in raw.headers.iter().enumerate() {
+        let lower = name.to_ascii_lowercase();
+        if lower == cluster_header || lower == "content-type" {
+            return Err(error(
+                format!("routing_key.headers[{i}]"),
+                format!("`{name}` is also the cluster_header or content-type; pick another header"),
+            ));
+        }
+    }
+    for (i, member) in raw.baggage.iter().enumerate() {
+        let member = member.to_ascii_lowercase();
+        for prefix in ["ot-baggage-", "uberctx-"] {
+            if format!("{prefix}{member}") == cluster_header {
+                return Err(error(
+                    "cluster_header",
+                    format!(
+                        "`{cluster_header}` is the {prefix} carrier of routing_key.baggage[{i}]"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Headers the scanner gives a meaning of their own.
+const RESERVED_HEADERS: [&str; 3] = ["baggage", "tracestate", "content-type"];
 
 fn trust(raw: RawTrust) -> Result<Trust, ConfigError> {
     if raw.sources.is_empty() {

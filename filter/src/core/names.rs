@@ -175,6 +175,8 @@ pub fn normalize_host(host: &[u8]) -> Option<NormalizedHost> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn forms(written: &str) -> Vec<String> {
         parse_service(written, Some("shop"), "cluster.local")

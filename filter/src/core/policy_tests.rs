@@ -1,5 +1,8 @@
 //! Trust, unknown and expired keys, the write guard, and the audit record.
 
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use super::audit::audit_record;
 use super::config::{compile, HostFacts};
 use super::policy::{evaluate, Label};

@@ -1,5 +1,8 @@
 //! Key extraction and routing decisions over whole header sets.
 
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use super::config::{compile, HostFacts};
 use super::header_map::{serialize, HeaderPairs};
 use super::request::{scan, KeySearch};

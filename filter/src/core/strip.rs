@@ -77,6 +77,8 @@ pub fn strip_plan<'a>(
 mod tests {
     use super::*;
     use crate::core::config::{compile, HostFacts};
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn plan(headers: &[(&'static str, &'static str)]) -> Vec<(String, Option<String>)> {
         let router = compile(

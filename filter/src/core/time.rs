@@ -76,7 +76,10 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         .checked_mul(86_400)?
         .checked_add(hour * 3600 + minute * 60 + second)?
         .checked_sub(offset_seconds)?;
-    let total = seconds.checked_mul(1_000_000_000)?.checked_add(nanos)?;
+    // In i128: Unix nanoseconds outgrow i64 in 2262, while the u64 returned lasts to 2554.
+    let total = i128::from(seconds)
+        .checked_mul(1_000_000_000)?
+        .checked_add(i128::from(nanos))?;
     u64::try_from(total).ok()
 }
 
@@ -109,6 +112,8 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const SEC: u64 = 1_000_000_000;
 
