@@ -169,7 +169,7 @@ class Envoy:
 
 def wrk(port, headers, seconds, connections=16, cpus="1"):
     """Closed-loop throughput: (requests per second, requests, non-2xx/3xx)."""
-    command = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    command = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     for name, value in headers:
         command += ["-H", f"{name}: {value}"]
     command.append(f"http://127.0.0.1:{port}/")
