@@ -18,8 +18,3 @@ pub mod request;
 pub mod router;
 pub mod strip;
 pub mod time;
-
-#[cfg(test)]
-mod policy_tests;
-#[cfg(test)]
-mod routing_tests;

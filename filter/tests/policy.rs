@@ -1,13 +1,22 @@
 //! Trust, unknown and expired keys, the write guard, and the audit record.
 
+// Test code: a panic is a test failure, and inputs are small.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::audit::audit_record;
-use super::config::{compile, HostFacts};
-use super::policy::{evaluate, Label};
-use super::request::scan;
-use super::router::Router;
+use sandbox_router::core::audit::audit_record;
+use sandbox_router::core::config::{compile, HostFacts};
+use sandbox_router::core::policy::{evaluate, Label};
+use sandbox_router::core::request::scan;
+use sandbox_router::core::router::Router;
 
 const CONFIG: &str = r#"{
     "namespace": "shop",
