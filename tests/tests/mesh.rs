@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use integration_tests::envoy::process::die_with_parent;
 use integration_tests::sandbox::{self, FailurePolicy};
 use integration_tests::{
     paths, Bootstrap, Cluster, Envoy, EnvoyBuilder, Listener, Protocol, Route, TestRequest,
@@ -177,25 +178,6 @@ impl Drop for App {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The kernel kills the app if the test process dies without running destructors.
-fn die_with_parent(command: &mut Command) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches nothing shared with the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = command;
 }
 
 // ------------------------------------------------------------------- the mesh ---

@@ -456,9 +456,9 @@ impl Drop for Process {
     }
 }
 
-/// Makes the kernel kill Envoy if the test process dies without running destructors
-/// (e.g. the test binary is killed by a time-out).
-fn die_with_parent(command: &mut Command) {
+/// Makes the kernel kill a child (Envoy, a demo app) if the test process dies without running
+/// destructors (e.g. the test binary is killed by a time-out).
+pub fn die_with_parent(command: &mut Command) {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
