@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::policy::{Evaluation, Label};
 use super::request::{KeySearch, RequestScan};
-use super::router::{rewritten_authority, Decision, Target};
+use super::router::{target_text, Decision};
 
 /// Longest path kept in a record; longer ones are cut (and marked with `…`).
 const MAX_PATH: usize = 512;
@@ -42,13 +42,7 @@ pub fn audit_record(
         Decision::Route {
             service, target, ..
         } => {
-            let target = match target {
-                Target::Authority { host, port } => format!(
-                    "authority:{}",
-                    rewritten_authority(host, *port, request.authority.unwrap_or_default())
-                ),
-                Target::Cluster(cluster) => format!("cluster:{cluster}"),
-            };
+            let target = target_text(target, request.authority.unwrap_or_default());
             (Some(*service), Some(target), "override")
         }
         Decision::Baseline {

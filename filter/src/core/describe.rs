@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::router::{rewritten_authority, Decision, Target};
+use super::router::{target_text, Decision};
 
 pub fn describe(decision: &Decision<'_>, original_authority: &[u8]) -> String {
     let mut out = String::new();
@@ -15,18 +15,10 @@ pub fn describe(decision: &Decision<'_>, original_authority: &[u8]) -> String {
         } => {
             let _ = write!(
                 out,
-                "routed; key={}; service={service}; target=",
-                key.as_str()
+                "routed; key={}; service={service}; target={}",
+                key.as_str(),
+                target_text(target, original_authority)
             );
-            match target {
-                Target::Authority { host, port } => {
-                    let authority = rewritten_authority(host, *port, original_authority);
-                    let _ = write!(out, "authority:{authority}");
-                }
-                Target::Cluster(cluster) => {
-                    let _ = write!(out, "cluster:{cluster}");
-                }
-            }
         }
         Decision::Baseline {
             reason,

@@ -277,6 +277,20 @@ pub fn rewritten_authority(target_host: &str, target_port: Option<u16>, original
     }
 }
 
+/// A target as shown in debug headers and audit records: `authority:<host[:port]>` (the
+/// authority the request is rewritten to) or `cluster:<name>`.
+pub fn target_text(target: &Target, original_authority: &[u8]) -> String {
+    match target {
+        Target::Authority { host, port } => {
+            format!(
+                "authority:{}",
+                rewritten_authority(host, *port, original_authority)
+            )
+        }
+        Target::Cluster(cluster) => format!("cluster:{cluster}"),
+    }
+}
+
 /// Builds a [`Router`], interning each service once however many sandboxes route it.
 pub struct RouterBuilder {
     router: Router,

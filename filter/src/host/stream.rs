@@ -43,7 +43,6 @@ pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
     let Ok(headers) = abi::header_pairs(MapType::RequestHeaders) else {
         return handled;
     };
-    let pairs = HeaderPairs::new(headers.bytes());
     let request = scan(&router.settings, HeaderPairs::new(headers.bytes()));
     if request.key == KeySearch::Absent {
         let decision = router.decide(&request);
@@ -61,7 +60,7 @@ pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
     let mut state = StreamState::default();
     let mut label = evaluation.label.unwrap_or(Label::InvalidKey);
     if evaluation.strip {
-        strip_key(router, pairs);
+        strip_key(router, HeaderPairs::new(headers.bytes()));
     }
     if let Some(rejection) = &evaluation.reject {
         send_rejection(rejection, request.is_grpc);
