@@ -287,17 +287,7 @@ async fn fail_closed_refuses_every_request_after_a_trap() {
     );
 
     assert_eq!(trial.stat(&fivexx).await - fivexx_before, refused);
-    // The failure is invisible in the Wasm stats: no VM created or retired, no reload.
-    assert_eq!(trial.stat(V8_CREATED).await, created);
-    assert_eq!(trial.stat(V8_ACTIVE).await, active);
-    for stat in [
-        VM_RELOAD,
-        VM_RELOAD_BACKOFF,
-        VM_RELOAD_SUCCESS,
-        VM_RELOAD_FAILURE,
-    ] {
-        assert_eq!(trial.stat(stat).await, 0, "{stat}");
-    }
+    assert_failure_invisible_in_wasm_stats(&trial, created, active).await;
 }
 
 /// `FAIL_OPEN`: the trapping request still gets a 503 (`wasm_fail_stream`), but from then on the
@@ -335,16 +325,7 @@ async fn fail_open_bypasses_the_filter_after_a_trap() {
         "a keyed request reached the sandbox after the trap"
     );
 
-    assert_eq!(trial.stat(V8_CREATED).await, created);
-    assert_eq!(trial.stat(V8_ACTIVE).await, active);
-    for stat in [
-        VM_RELOAD,
-        VM_RELOAD_BACKOFF,
-        VM_RELOAD_SUCCESS,
-        VM_RELOAD_FAILURE,
-    ] {
-        assert_eq!(trial.stat(stat).await, 0, "{stat}");
-    }
+    assert_failure_invisible_in_wasm_stats(&trial, created, active).await;
 }
 
 /// `FAIL_RELOAD`: after the trap, requests get a 503 (`wasm_fail_stream`) while the reload backoff
@@ -402,5 +383,19 @@ async fn fail_reload_recreates_the_vm_and_routing_recovers() {
         assert_eq!(trial.stat(V8_CREATED).await, created + round);
         assert_eq!(trial.stat(VM_RELOAD_FAILURE).await, 0);
         assert_eq!(trial.stat(VM_RELOAD).await, 0);
+    }
+}
+
+/// The failure is invisible in the Wasm stats: no VM created or retired, no reload.
+async fn assert_failure_invisible_in_wasm_stats(trial: &Trial, created: u64, active: u64) {
+    assert_eq!(trial.stat(V8_CREATED).await, created);
+    assert_eq!(trial.stat(V8_ACTIVE).await, active);
+    for stat in [
+        VM_RELOAD,
+        VM_RELOAD_BACKOFF,
+        VM_RELOAD_SUCCESS,
+        VM_RELOAD_FAILURE,
+    ] {
+        assert_eq!(trial.stat(stat).await, 0, "{stat}");
     }
 }
