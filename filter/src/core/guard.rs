@@ -166,11 +166,13 @@ fn quota(cell: &BudgetCell, rate: &RateLimit) -> Quota {
 }
 
 /// Another worker's write, played between a `get` and the next `set`.
+#[cfg(test)]
 pub type Interference = Box<dyn FnMut(&mut FakeStore, &str)>;
 
 /// An in-memory [`Store`] that follows the host's CAS rules exactly (Envoy's shared data: CAS
 /// tokens start at 1, increase on every write, skip 0). `interfere` runs between a `get` and the
 /// next `set`, to play another worker.
+#[cfg(test)]
 #[derive(Default)]
 pub struct FakeStore {
     entries: std::collections::HashMap<String, (Vec<u8>, u32)>,
@@ -179,6 +181,7 @@ pub struct FakeStore {
     pub fail: bool,
 }
 
+#[cfg(test)]
 impl FakeStore {
     fn bump_cas(&mut self) -> u32 {
         self.next_cas = self.next_cas.wrapping_add(1);
@@ -218,6 +221,7 @@ impl FakeStore {
     }
 }
 
+#[cfg(test)]
 impl Store for FakeStore {
     fn get(&mut self, key: &str) -> Result<(Option<BudgetCell>, u32), StoreUnavailable> {
         if self.fail {

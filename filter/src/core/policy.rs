@@ -25,20 +25,6 @@ pub enum Label {
 }
 
 impl Label {
-    pub const ALL: [Label; 11] = [
-        Label::Routed,
-        Label::Baseline,
-        Label::RateLimited,
-        Label::InFlightRejected,
-        Label::Untrusted,
-        Label::UnknownKey,
-        Label::Expired,
-        Label::WriteDenied,
-        Label::InvalidKey,
-        Label::ShadowRejected,
-        Label::BudgetUnavailable,
-    ];
-
     /// The decision a refused budget verdict records.
     pub fn of_verdict(verdict: &Verdict) -> Label {
         match verdict {
