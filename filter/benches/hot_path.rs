@@ -1,13 +1,16 @@
 //! The request path's pure work, natively: key extraction from baggage of 1, 8 and 64 members,
-//! route lookup among 10,000 sandboxes, and a token-bucket update.
+//! route lookup among 10,000 sandboxes, a rerouted request's whole pure path, and a
+//! token-bucket update.
 //! `cargo bench -p sandbox-router --bench hot_path`
 
 #![allow(clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use sandbox_router::core::audit::audit_record;
 use sandbox_router::core::bucket::{BudgetCell, RateLimit};
 use sandbox_router::core::config::{compile, HostFacts};
 use sandbox_router::core::header_map::{serialize, HeaderPairs};
+use sandbox_router::core::policy::{evaluate, Label};
 use sandbox_router::core::request::scan;
 use sandbox_router::core::router::Router;
 
@@ -69,6 +72,21 @@ fn route_lookup(c: &mut Criterion) {
     }
 }
 
+/// Everything a rerouted request computes between reading its headers and the host calls that
+/// apply the decision: scan, policy, and the audit record.
+fn keyed_request(c: &mut Criterion) {
+    let router = router(10_000);
+    let buffer = request(1, "sb-9999");
+    c.bench_function("rerouted request: scan + evaluate + audit record", |b| {
+        b.iter(|| {
+            let request = scan(&router.settings, HeaderPairs::new(black_box(&buffer)));
+            let evaluation = evaluate(&router, &request, || true, || None);
+            let label = evaluation.label.unwrap_or(Label::InvalidKey);
+            black_box(audit_record(&request, &evaluation, label))
+        })
+    });
+}
+
 fn bucket_update(c: &mut Criterion) {
     let limit = RateLimit::new(50.0, 100).expect("limit");
     let mut cell = BudgetCell::full(Some(&limit), 0);
@@ -82,5 +100,11 @@ fn bucket_update(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, key_extraction, route_lookup, bucket_update);
+criterion_group!(
+    benches,
+    key_extraction,
+    route_lookup,
+    keyed_request,
+    bucket_update
+);
 criterion_main!(benches);

@@ -463,6 +463,48 @@ proptest! {
         prop_assert_eq!(scan_key(&router, &headers), expected);
     }
 
+    /// The shell answers a request as keyless when none of `carriers.header_names` nor the
+    /// cluster header is present, without reading the other headers: that must be exactly
+    /// what a full scan would conclude. Names arrive lowercase, as Envoy hands them over.
+    #[test]
+    fn absent_carrier_headers_mean_no_key(
+        headers in prop::collection::vec(
+            (
+                prop_oneof![
+                    "[a-z-]{1,14}",
+                    "(ot-baggage-|uberctx-)[a-z]{1,8}",
+                    Just("ot-baggage-sb".to_owned()),
+                    Just("uberctx-sandbox".to_owned()),
+                    Just("baggage".to_owned()),
+                    Just("tracestate".to_owned()),
+                    Just("x-sandbox".to_owned()),
+                    Just("x-alt".to_owned()),
+                    Just("x-sandbox-cluster".to_owned()),
+                ],
+                prop_oneof![Just("feature-x"), Just("sandbox=feature-x"), Just("sb=feature-x")],
+            ),
+            0..8,
+        ),
+    ) {
+        let router = router();
+        let settings = &router.settings;
+        let probed = |name: &str| {
+            name.as_bytes() == &*settings.cluster_header
+                || settings.carriers.header_names.iter().any(|n| **n == *name.as_bytes())
+        };
+        let unprobed: Vec<(Vec<u8>, Vec<u8>)> = headers
+            .iter()
+            .filter(|(name, _)| !probed(name))
+            .map(|(name, value)| (name.clone().into_bytes(), value.as_bytes().to_vec()))
+            .collect();
+        let buffer = serialize(
+            &unprobed.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect::<Vec<_>>(),
+        );
+        let request = scan(settings, HeaderPairs::new(&buffer));
+        prop_assert_eq!(request.key, KeySearch::Absent);
+        prop_assert!(!request.has_cluster_header);
+    }
+
     /// A route for `name.ns` matches every Kubernetes form of the service, in any case, with
     /// a trailing dot or not, with any port; the short name only from the local namespace.
     #[test]

@@ -20,19 +20,38 @@ pub struct Carriers {
     pub headers: Vec<Box<[u8]>>,
     /// W3C baggage / tracestate member names.
     pub baggage: Vec<Box<[u8]>>,
+    /// Every header (lowercase) that can carry a key: when none of them is present, a request
+    /// is keyless without reading the rest of its headers.
+    pub header_names: Vec<Box<[u8]>>,
 }
 
 impl Carriers {
     pub fn new(baggage: &[String], headers: &[String]) -> Self {
+        let headers: Vec<Box<[u8]>> = headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase().into_bytes().into_boxed_slice())
+            .collect();
+        let mut header_names = headers.clone();
+        if !baggage.is_empty() {
+            // Most common carrier first: probing stops at the first header present.
+            header_names.insert(0, Box::from(&b"baggage"[..]));
+            header_names.push(Box::from(&b"tracestate"[..]));
+        }
+        for member in baggage {
+            for prefix in ["ot-baggage-", "uberctx-"] {
+                let name = format!("{prefix}{}", member.to_ascii_lowercase()).into_bytes();
+                if !header_names.iter().any(|known| **known == *name) {
+                    header_names.push(name.into_boxed_slice());
+                }
+            }
+        }
         Carriers {
-            headers: headers
-                .iter()
-                .map(|h| h.to_ascii_lowercase().into_bytes().into_boxed_slice())
-                .collect(),
+            headers,
             baggage: baggage
                 .iter()
                 .map(|b| b.as_bytes().to_vec().into_boxed_slice())
                 .collect(),
+            header_names,
         }
     }
 }
@@ -193,6 +212,18 @@ pub enum Decision<'r> {
     },
 }
 
+impl Decision<'_> {
+    /// What every request without a routing key gets, whatever else it carries.
+    pub fn keyless() -> Self {
+        Decision::Baseline {
+            reason: BaselineReason::NoKey,
+            key: None,
+            sandbox: None,
+            service: None,
+        }
+    }
+}
+
 impl PartialEq for Sandbox {
     fn eq(&self, other: &Self) -> bool {
         self.key == other.key
@@ -218,7 +249,7 @@ impl Router {
         let key = match request.key {
             KeySearch::Found(key) => key,
             KeySearch::Invalid => return baseline(BaselineReason::InvalidKey, None, None, None),
-            KeySearch::Absent => return baseline(BaselineReason::NoKey, None, None, None),
+            KeySearch::Absent => return Decision::keyless(),
         };
         let Some(sandbox) = self.sandbox(key.as_str()) else {
             return baseline(BaselineReason::UnknownKey, Some(key), None, None);
@@ -267,27 +298,69 @@ fn baseline<'r>(
 /// The `:authority` a request rerouted to `host`/`port` carries: the target's port if it names
 /// one, else the request's own.
 pub fn rewritten_authority(target_host: &str, target_port: Option<u16>, original: &[u8]) -> String {
-    let original_port = split_authority(original)
+    let mut out = String::with_capacity(target_host.len().saturating_add(6));
+    push_rewritten_authority(&mut out, target_host, target_port, original);
+    out
+}
+
+/// [`rewritten_authority`], appended to `out` (no formatting machinery: this runs per request).
+pub fn push_rewritten_authority(
+    out: &mut String,
+    target_host: &str,
+    target_port: Option<u16>,
+    original: &[u8],
+) {
+    out.push_str(target_host);
+    if let Some(port) = target_port {
+        out.push(':');
+        push_decimal(out, port);
+    } else if let Some(port) = split_authority(original)
         .and_then(|(_, port)| port)
-        .and_then(|p| std::str::from_utf8(p).ok());
-    match (target_port, original_port) {
-        (Some(port), _) => format!("{target_host}:{port}"),
-        (None, Some(port)) => format!("{target_host}:{port}"),
-        (None, None) => target_host.to_owned(),
+        .and_then(|p| std::str::from_utf8(p).ok())
+    {
+        out.push(':');
+        out.push_str(port);
+    }
+}
+
+fn push_decimal(out: &mut String, mut value: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start = start.saturating_sub(1);
+        if let Some(slot) = digits.get_mut(start) {
+            // `value % 10` is below 10: the addition stays within ASCII digits.
+            *slot = b'0'.saturating_add((value % 10) as u8);
+        }
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    if let Some(Ok(text)) = digits.get(start..).map(std::str::from_utf8) {
+        out.push_str(text);
     }
 }
 
 /// A target as shown in debug headers and audit records: `authority:<host[:port]>` (the
 /// authority the request is rewritten to) or `cluster:<name>`.
 pub fn target_text(target: &Target, original_authority: &[u8]) -> String {
+    let mut out = String::with_capacity(64);
+    push_target_text(&mut out, target, original_authority);
+    out
+}
+
+/// [`target_text`], appended to `out`.
+pub fn push_target_text(out: &mut String, target: &Target, original_authority: &[u8]) {
     match target {
         Target::Authority { host, port } => {
-            format!(
-                "authority:{}",
-                rewritten_authority(host, *port, original_authority)
-            )
+            out.push_str("authority:");
+            push_rewritten_authority(out, host, *port, original_authority);
         }
-        Target::Cluster(cluster) => format!("cluster:{cluster}"),
+        Target::Cluster(cluster) => {
+            out.push_str("cluster:");
+            out.push_str(cluster);
+        }
     }
 }
 

@@ -39,6 +39,13 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> Status;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
     fn proxy_replace_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -100,14 +107,6 @@ extern "C" {
     ) -> Status;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> Status;
     fn proxy_set_tick_period_milliseconds(period: u32) -> Status;
-    fn proxy_call_foreign_function(
-        function_name_data: *const u8,
-        function_name_size: usize,
-        arguments_data: *const u8,
-        arguments_size: usize,
-        results_data: *mut *mut u8,
-        results_size: *mut usize,
-    ) -> Status;
 }
 
 /// Memory the host allocated through `proxy_on_memory_allocate` and handed to us.
@@ -183,6 +182,22 @@ pub fn header_pairs(map: MapType) -> Result<HostBuffer, Status> {
     check(status).map(|()| buffer)
 }
 
+/// Whether the map holds a header `name` (lowercase). An absent header costs one host call and
+/// no allocation; a present one is copied into the VM (and dropped here).
+pub fn has_header(map: MapType, name: &[u8]) -> Result<bool, Status> {
+    let (mut data, mut len) = (null_mut(), 0);
+    // SAFETY: pointer and length describe a live slice; out-pointers are valid for writes.
+    let status = unsafe {
+        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut len)
+    };
+    drop(HostBuffer::new(data, len));
+    match status {
+        OK => Ok(true),
+        NOT_FOUND => Ok(false),
+        other => Err(other),
+    }
+}
+
 pub fn replace_header(map: MapType, name: &[u8], value: &[u8]) -> Result<(), Status> {
     // SAFETY: pointers and lengths describe live slices.
     check(unsafe {
@@ -227,23 +242,6 @@ pub fn property(path: &[&str]) -> Result<Option<HostBuffer>, Status> {
         NOT_FOUND => Ok(None),
         other => Err(other),
     }
-}
-
-pub fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<HostBuffer, Status> {
-    let (mut data, mut len) = (null_mut(), 0);
-    // SAFETY: pointers are valid; out-pointers are valid for writes.
-    let status = unsafe {
-        proxy_call_foreign_function(
-            name.as_ptr(),
-            name.len(),
-            arguments.as_ptr(),
-            arguments.len(),
-            &mut data,
-            &mut len,
-        )
-    };
-    let buffer = HostBuffer::new(data, len);
-    check(status).map(|()| buffer)
 }
 
 pub fn now_nanos() -> Result<u64, Status> {

@@ -7,7 +7,7 @@ use crate::core::guard::{admit, release, Quota, Verdict};
 use crate::core::header_map::HeaderPairs;
 use crate::core::policy::{evaluate, Evaluation, Label, Rejection};
 use crate::core::request::{scan, KeySearch, RequestScan};
-use crate::core::router::{rewritten_authority, Decision, Router, Sandbox, Target};
+use crate::core::router::{rewritten_authority, Decision, Router, Sandbox, Settings, Target};
 use crate::core::strip::{strip_plan, HeaderEdit};
 
 use super::abi::{self, LogLevel, MapType};
@@ -33,13 +33,20 @@ pub struct Handled {
     pub answered: bool,
 }
 
-/// Routes the current request. A request without a key reads its headers once, and touches
-/// nothing else unless it carries a client-supplied cluster header or debug is on.
+/// Routes the current request. A request without any carrier or cluster header is answered by
+/// probing for those few headers (no copy into the VM, no allocation); any other request
+/// reads its headers once, in one host call.
 pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
     let mut handled = Handled {
         state: None,
         answered: false,
     };
+    if !may_carry_a_key(&router.settings) {
+        if router.settings.debug {
+            handled.state = Some(debug_only(describe(&Decision::keyless(), b"")));
+        }
+        return handled;
+    }
     let Ok(headers) = abi::header_pairs(MapType::RequestHeaders) else {
         return handled;
     };
@@ -48,10 +55,8 @@ pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
         let decision = router.decide(&request);
         apply(router, &decision, &request);
         if router.settings.debug {
-            handled.state = Some(StreamState {
-                debug: Some(describe(&decision, request.authority.unwrap_or_default())),
-                ..StreamState::default()
-            });
+            let line = describe(&decision, request.authority.unwrap_or_default());
+            handled.state = Some(debug_only(line));
         }
         return handled;
     }
@@ -95,6 +100,13 @@ pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
     handled
 }
 
+fn debug_only(line: String) -> StreamState {
+    StreamState {
+        debug: Some(line),
+        ..StreamState::default()
+    }
+}
+
 fn debug_line(
     evaluation: &Evaluation<'_>,
     request: &RequestScan<'_>,
@@ -107,6 +119,17 @@ fn debug_line(
     } else {
         describe(&evaluation.decision, request.authority.unwrap_or_default())
     }
+}
+
+/// Whether any header that can carry a key, or the cluster header, is present. Probing absent
+/// headers one by one is cheaper than copying every header into the VM: the host calls back
+/// into the VM to allocate for a copy, and that call costs more than several probes
+/// (scripts/bench). A host error counts as present, so the request takes the full path.
+fn may_carry_a_key(settings: &Settings) -> bool {
+    let carriers = settings.carriers.header_names.iter().map(|name| &**name);
+    carriers
+        .chain(std::iter::once(&*settings.cluster_header))
+        .any(|name| abi::has_header(MapType::RequestHeaders, name).unwrap_or(true))
 }
 
 /// Reads the peer address only when asked (a key is present and `trust` is configured).
@@ -203,51 +226,40 @@ fn guard(sandbox: &Sandbox, is_grpc: bool) -> Guarded {
     }
 }
 
+/// Rewrites the request's headers. Envoy picks the route again after any request header change
+/// by a plugin of ABI 0.2.1 (this one), even when an earlier filter already resolved it; the
+/// `clear_route_cache` foreign function would only repeat that at the cost of a host call.
+/// Tested with a Lua filter that resolves the route first (tests/tests/routing.rs).
 fn apply(router: &Router, decision: &Decision<'_>, request: &RequestScan<'_>) {
     let cluster_header = &*router.settings.cluster_header;
-    let rerouted = match decision {
-        Decision::Route { target, .. } => {
-            match target {
-                Target::Authority { host, port } => {
-                    let authority = request.authority.unwrap_or_default();
-                    let new_authority = rewritten_authority(host, *port, authority);
-                    let _ = abi::replace_header(
-                        MapType::RequestHeaders,
-                        b":authority",
-                        new_authority.as_bytes(),
-                    );
-                    if request.has_cluster_header {
-                        let _ = abi::remove_header(MapType::RequestHeaders, cluster_header);
-                    }
-                }
-                Target::Cluster(cluster) => {
-                    let _ = abi::replace_header(
-                        MapType::RequestHeaders,
-                        cluster_header,
-                        cluster.as_bytes(),
-                    );
+    match decision {
+        Decision::Route { target, .. } => match target {
+            Target::Authority { host, port } => {
+                let authority = request.authority.unwrap_or_default();
+                let new_authority = rewritten_authority(host, *port, authority);
+                let _ = abi::replace_header(
+                    MapType::RequestHeaders,
+                    b":authority",
+                    new_authority.as_bytes(),
+                );
+                if request.has_cluster_header {
+                    let _ = abi::remove_header(MapType::RequestHeaders, cluster_header);
                 }
             }
-            true
-        }
+            Target::Cluster(cluster) => {
+                let _ = abi::replace_header(
+                    MapType::RequestHeaders,
+                    cluster_header,
+                    cluster.as_bytes(),
+                );
+            }
+        },
         // Only this filter may pick a cluster: a client-supplied cluster header is dropped.
         Decision::Baseline { .. } if request.has_cluster_header => {
             let _ = abi::remove_header(MapType::RequestHeaders, cluster_header);
-            true
         }
-        Decision::Baseline { .. } => false,
-    };
-    if rerouted {
-        clear_route_cache();
+        Decision::Baseline { .. } => {}
     }
-}
-
-/// Makes Envoy pick the route again from the rewritten headers, even when an earlier filter
-/// already resolved it. Envoy (since 1.33) only does this by itself for ABI <= 0.2.1 plugins;
-/// the foreign function is the supported way. Hosts without it (NotFound) still clear the
-/// cache for this ABI version, so the error is ignored.
-fn clear_route_cache() {
-    let _ = abi::call_foreign_function("clear_route_cache", &[]);
 }
 
 pub fn decorate_response(state: &StreamState) {
