@@ -26,6 +26,12 @@ def envoy_bin():
     return out.stdout.strip().splitlines()[-1]
 
 
+def build_filters():
+    """The filter and the no-op module the benchmarks compare, built as scripts/lib.sh does."""
+    subprocess.run(["bash", "-c", f"source '{ROOT}/scripts/lib.sh' && build_filter && build_noop_filter"],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
 def envoy_version(binary):
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     match = re.search(r"version: \S*?/(\d+\.\d+\.\d+)/", out)

