@@ -304,7 +304,7 @@ pub fn rewritten_authority(target_host: &str, target_port: Option<u16>, original
 }
 
 /// [`rewritten_authority`], appended to `out` (no formatting machinery: this runs per request).
-pub fn push_rewritten_authority(
+fn push_rewritten_authority(
     out: &mut String,
     target_host: &str,
     target_port: Option<u16>,
@@ -351,7 +351,7 @@ pub fn target_text(target: &Target, original_authority: &[u8]) -> String {
 }
 
 /// [`target_text`], appended to `out`.
-pub fn push_target_text(out: &mut String, target: &Target, original_authority: &[u8]) {
+fn push_target_text(out: &mut String, target: &Target, original_authority: &[u8]) {
     match target {
         Target::Authority { host, port } => {
             out.push_str("authority:");
