@@ -49,12 +49,12 @@ fn key_length_limits() {
     assert!(RoutingKey::from_bytes(b"").is_none());
     let encoded = "%6B".repeat(MAX_KEY_LEN);
     assert_eq!(
-        RoutingKey::from_percent_encoded(encoded.as_bytes())
+        RoutingKey::from_encoded(encoded.as_bytes())
             .unwrap()
             .as_str(),
         max
     );
-    assert!(RoutingKey::from_percent_encoded(format!("{encoded}%6B").as_bytes()).is_none());
+    assert!(RoutingKey::from_encoded(format!("{encoded}%6B").as_bytes()).is_none());
     assert!(is_valid_key("Feature_x-1.2"));
     assert!(!is_valid_key("a b"));
 }
@@ -70,11 +70,14 @@ fn key_percent_decoding_edge_cases() {
         (b"a%2", None),
         (b"a%G0", None),
         (b"a%20b", None),
+        (b"a%20", Some("a")),
+        (b"%09a%C2%A0", Some("a")),
+        (b"a+b", None),
         (b"a%00", None),
         (b"a%FF", None),
         (b"%%41", None),
     ] {
-        let got = RoutingKey::from_percent_encoded(raw);
+        let got = RoutingKey::from_encoded(raw);
         assert_eq!(got.as_ref().map(RoutingKey::as_str), want, "{raw:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! Finding a routing key inside list-valued trace-context headers without allocating:
 //! W3C `baggage` (https://www.w3.org/TR/baggage/) and W3C `tracestate`.
 
+use super::decode::member_name_is;
 use super::key::RoutingKey;
 
 /// What one header said about a member name.
@@ -24,9 +25,10 @@ impl Lookup {
     }
 }
 
-/// Finds member `name` in one `baggage` header value. Properties after `;` are ignored, the
-/// value is percent-decoded, optional whitespace is allowed around every part. A malformed
-/// member is skipped. The first member with the name and a well-formed key wins.
+/// Finds member `name` in one `baggage` header value. Properties after `;` are ignored; name and
+/// value are decoded as apps decode them ([`super::decode`]: `sand%62ox` is `sandbox`), and
+/// whitespace around every part is allowed. A malformed member is skipped. The first member with
+/// the name and a well-formed key wins.
 pub fn find_baggage_member(header: &[u8], name: &[u8]) -> Lookup {
     let mut found = Lookup::Absent;
     for member in header.split(|&b| b == b',') {
@@ -34,11 +36,10 @@ pub fn find_baggage_member(header: &[u8], name: &[u8]) -> Lookup {
         let Some((key, value)) = split_once(key_value, b'=') else {
             continue;
         };
-        let key = trim_ows(key);
-        if key != name {
+        if !member_name_is(key, name) {
             continue;
         }
-        found = found.merge(match RoutingKey::from_percent_encoded(trim_ows(value)) {
+        found = found.merge(match RoutingKey::from_encoded(value) {
             Some(k) => Lookup::Key(k),
             None => Lookup::Invalid,
         });
@@ -49,15 +50,15 @@ pub fn find_baggage_member(header: &[u8], name: &[u8]) -> Lookup {
     found
 }
 
-/// Finds list member `name` in one `tracestate` header value (`vendor=value`, values opaque,
-/// not decoded).
+/// Finds list member `name` in one `tracestate` header value (`vendor=value`; the name is matched
+/// as in baggage, the value is opaque and taken literally).
 pub fn find_tracestate_member(header: &[u8], name: &[u8]) -> Lookup {
     let mut found = Lookup::Absent;
     for member in header.split(|&b| b == b',') {
         let Some((key, value)) = split_once(member, b'=') else {
             continue;
         };
-        if trim_ows(key) != name {
+        if !member_name_is(key, name) {
             continue;
         }
         found = found.merge(match RoutingKey::from_bytes(trim_ows(value)) {
@@ -74,11 +75,10 @@ pub fn find_tracestate_member(header: &[u8], name: &[u8]) -> Lookup {
 /// A header whose whole value is the key (optionally percent-encoded, as OpenTracing and
 /// Jaeger baggage headers are).
 pub fn whole_value(value: &[u8], percent_encoded: bool) -> Lookup {
-    let value = trim_ows(value);
     let key = if percent_encoded {
-        RoutingKey::from_percent_encoded(value)
+        RoutingKey::from_encoded(value)
     } else {
-        RoutingKey::from_bytes(value)
+        RoutingKey::from_bytes(trim_ows(value))
     };
     key.map_or(Lookup::Invalid, Lookup::Key)
 }
@@ -153,6 +153,24 @@ mod tests {
         assert_eq!(key("a=sandbox=feature-x"), None);
         assert_eq!(key("Sandbox=feature-x"), None);
         assert_eq!(key("a=1;sandbox=feature-x"), None);
+    }
+
+    #[test]
+    fn names_are_decoded_as_apps_decode_them() {
+        for header in [
+            "sand%62ox=feature-x",
+            "sandbox+=feature-x",
+            "sandbox%20=feature-x",
+            "%73andbox=feature-x",
+            "sandbox%09=feature-x",
+            "a=1,sandbox%C2%A0=feature-x",
+        ] {
+            assert_eq!(key(header).as_deref(), Some("feature-x"), "{header}");
+        }
+        assert_eq!(key("sandbox=feature-x%20").as_deref(), Some("feature-x"));
+        assert_eq!(key("%2573andbox=feature-x"), None);
+        let found = find_tracestate_member(b"sand%62ox=feature-x", b"sandbox");
+        assert!(matches!(found, Lookup::Key(k) if k.as_str() == "feature-x"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The routing key: 1 to 128 bytes of `[A-Za-z0-9._-]`, held on the stack so that finding one
 //! never allocates.
 
+use super::decode::decoded_value;
+
 pub const MAX_KEY_LEN: usize = 128;
 
 /// A validated routing key.
@@ -35,20 +37,9 @@ impl RoutingKey {
         builder.finish()
     }
 
-    /// Percent-decodes `raw` (as baggage values are) into a key.
-    pub fn from_percent_encoded(raw: &[u8]) -> Option<Self> {
-        let mut builder = KeyBuilder::new();
-        let mut bytes = raw.iter();
-        while let Some(&b) = bytes.next() {
-            if b == b'%' {
-                let hi = hex_value(*bytes.next()?)?;
-                let lo = hex_value(*bytes.next()?)?;
-                builder.push(hi.wrapping_mul(16).wrapping_add(lo))?;
-            } else {
-                builder.push(b)?;
-            }
-        }
-        builder.finish()
+    /// Decodes `raw` as apps decode baggage values (see [`super::decode`]) into a key.
+    pub fn from_encoded(raw: &[u8]) -> Option<Self> {
+        Self::from_bytes(&decoded_value(raw)?)
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -90,15 +81,6 @@ impl KeyBuilder {
     }
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b.wrapping_sub(b'0')),
-        b'a'..=b'f' => Some(b.wrapping_sub(b'a').wrapping_add(10)),
-        b'A'..=b'F' => Some(b.wrapping_sub(b'A').wrapping_add(10)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,12 +104,20 @@ mod tests {
     }
 
     #[test]
-    fn percent_decodes() {
-        let key = RoutingKey::from_percent_encoded(b"feature%2Dx%2e1").unwrap();
+    fn decodes_as_apps_do() {
+        let key = RoutingKey::from_encoded(b"feature%2Dx%2e1").unwrap();
         assert_eq!(key.as_str(), "feature-x.1");
-        assert!(RoutingKey::from_percent_encoded(b"a%2").is_none());
-        assert!(RoutingKey::from_percent_encoded(b"a%zz").is_none());
-        assert!(RoutingKey::from_percent_encoded(b"a%20b").is_none());
-        assert!(RoutingKey::from_percent_encoded(b"%").is_none());
+        assert_eq!(
+            RoutingKey::from_encoded(b" feature-x%20%09")
+                .unwrap()
+                .as_str(),
+            "feature-x"
+        );
+        assert!(RoutingKey::from_encoded(b"a%2").is_none());
+        assert!(RoutingKey::from_encoded(b"a%zz").is_none());
+        assert!(RoutingKey::from_encoded(b"a%20b").is_none());
+        assert!(RoutingKey::from_encoded(b"a+b").is_none());
+        assert!(RoutingKey::from_encoded(b"%").is_none());
+        assert!(RoutingKey::from_encoded(b"%20").is_none());
     }
 }

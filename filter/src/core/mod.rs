@@ -6,6 +6,7 @@ pub mod baggage;
 pub mod bucket;
 pub mod cidr;
 pub mod config;
+pub mod decode;
 pub mod describe;
 pub mod fast_hash;
 pub mod guard;

@@ -1,8 +1,10 @@
 //! Removing the routing key from every carrier of a request from an untrusted source, so that
 //! it cannot reach deeper hops. Only the routing members leave `baggage` and `tracestate`; the
-//! other members stay, in order.
+//! other members stay, in order. A member is a routing member when its name, as an app decodes
+//! it ([`super::decode`]), is a configured name: `sand%62ox=…` reaches the app as `sandbox`.
 
 use super::baggage::{split_once, trim_ows};
+use super::decode::member_name_is;
 use super::router::Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +36,7 @@ pub fn strip_plan<'a>(
                 }
                 let key_value = member.split(|&b| b == b';').next().unwrap_or_default();
                 let key = split_once(key_value, b'=').map_or(key_value, |(k, _)| k);
-                if names.iter().any(|n| **n == *trim_ows(key)) {
+                if names.iter().any(|n| member_name_is(key, n)) {
                     removed_any = true;
                 } else {
                     kept.push(member);
@@ -127,6 +129,28 @@ mod tests {
             plan(&[("baggage", " sandbox = x ")]),
             [("baggage".into(), None)]
         );
+    }
+
+    #[test]
+    fn removes_members_whose_decoded_name_is_a_routing_name() {
+        for member in [
+            "sand%62ox=feature-x",
+            "sandbox+=feature-x",
+            "sandbox%20=feature-x",
+            "%73andbox=feature-x",
+            "sandbox%09=feature-x",
+            "sandbox%C2%A0=x;p=1",
+        ] {
+            let header: &'static str = Box::leak(format!("a=1,{member},b=2").into_boxed_str());
+            assert_eq!(
+                plan(&[("baggage", header), ("tracestate", member)]),
+                [
+                    ("baggage".into(), Some("a=1,b=2".into())),
+                    ("tracestate".into(), None)
+                ],
+                "{member}"
+            );
+        }
     }
 
     #[test]
