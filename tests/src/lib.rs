@@ -14,6 +14,7 @@ pub mod client;
 pub mod envoy;
 pub mod expect;
 pub mod istio;
+pub mod otel;
 pub mod paths;
 pub mod sandbox;
 pub mod upstream;
