@@ -1,4 +1,5 @@
-//! Configuration parsing and validation from raw bytes: `Ok` or `Err`, never a panic.
+//! Configuration parsing and validation from raw bytes: `Ok` or `Err`, never a panic. Whatever
+//! is accepted is a JSON document (serde_json reads it too); whatever is refused says why.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,6 +21,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(router) => {
             // Whatever compiled can be asked about a request without trouble.
             let _ = router.sandbox_count();
+            if !json.iter().all(u8::is_ascii_whitespace) {
+                let document: Result<serde_json::Value, _> = serde_json::from_slice(json);
+                assert!(document.is_ok(), "accepted a document serde_json refuses");
+            }
         }
         Err(e) => {
             let text = e.to_string();

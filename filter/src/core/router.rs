@@ -1,11 +1,17 @@
 //! The compiled route table and the routing decision. Lookups are two hash probes and a binary
 //! search over one sandbox's own routes: nothing grows with the number of sandboxes.
+//!
+//! The tables are hashbrown maps with its default hasher (foldhash: fast, non-cryptographic,
+//! seeded per process). They hold only configured names, and a client only ever looks names up,
+//! so a key chosen by a client cannot lengthen a probe sequence: an unknown key costs one probe
+//! of a table whose layout the configuration alone decided.
 
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use hashbrown::HashMap;
+
 use super::cidr::Cidr;
-use super::fast_hash::FastMap;
 use super::guard::Budget;
 use super::key::RoutingKey;
 use super::names::{normalize_host, split_authority};
@@ -158,11 +164,11 @@ impl Sandbox {
 pub struct Router {
     pub settings: Settings,
     /// Every host form of every routed service → its id.
-    hosts: FastMap<Box<str>, ServiceId>,
+    hosts: HashMap<Box<str>, ServiceId>,
     /// Canonical name of each service id.
     services: Vec<Box<str>>,
     /// Key → index into `sandbox_table`; the key string is shared with the sandbox.
-    sandboxes: FastMap<Rc<str>, u32>,
+    sandboxes: HashMap<Rc<str>, u32>,
     /// Held in a vector, not in the map's buckets, so that the spare capacity of the hash table
     /// costs a few bytes per slot rather than a whole sandbox.
     sandbox_table: Vec<Sandbox>,
@@ -374,9 +380,9 @@ impl RouterBuilder {
         RouterBuilder {
             router: Router {
                 settings,
-                hosts: FastMap::default(),
+                hosts: HashMap::default(),
                 services: Vec::new(),
-                sandboxes: FastMap::default(),
+                sandboxes: HashMap::default(),
                 sandbox_table: Vec::new(),
             },
         }
@@ -432,6 +438,10 @@ impl RouterBuilder {
             self.router.hosts.insert(form.into_boxed_str(), id);
         }
         Ok(id)
+    }
+
+    pub fn has_sandbox(&self, key: &str) -> bool {
+        self.router.sandboxes.contains_key(key)
     }
 
     pub fn build(mut self) -> Router {

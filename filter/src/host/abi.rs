@@ -15,18 +15,12 @@ pub enum MapType {
     ResponseHeaders = 2,
 }
 
-#[derive(Clone, Copy)]
-#[repr(u32)]
-pub enum LogLevel {
-    Info = 2,
-    Error = 4,
-}
-
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> Status;
+    fn proxy_get_log_level(return_level: *mut u32) -> Status;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -158,9 +152,17 @@ fn check(status: Status) -> Result<(), Status> {
     }
 }
 
-pub fn log(level: LogLevel, message: &str) {
+/// Writes one line to the host's log at a proxy-wasm level (0 trace … 5 critical).
+pub fn log(level: u32, message: &str) {
     // SAFETY: pointer and length describe a live string.
-    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+    let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+}
+
+/// The host's current log level (0 trace … 5 critical).
+pub fn log_level() -> Result<u32, Status> {
+    let mut level = 0u32;
+    // SAFETY: the out-pointer is valid for writes.
+    check(unsafe { proxy_get_log_level(&mut level) }).map(|()| level)
 }
 
 pub fn plugin_configuration(size: usize) -> Result<HostBuffer, Status> {

@@ -5,32 +5,33 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::core::config::{compile, HostFacts};
-use crate::core::fast_hash::FastMap;
 use crate::core::router::Router;
+use hashbrown::HashMap;
 
 use crate::core::guard::ensure_cell;
 
-use super::abi::{self, LogLevel};
+use super::abi;
 use super::budget::SharedData;
+use super::logger;
 use super::metrics::{Metrics, FLUSH_PERIOD_MS};
 use super::stream::{self, StreamState};
 
 pub struct Filter {
-    roots: FastMap<u32, Option<Rc<Router>>>,
+    roots: HashMap<u32, Option<Rc<Router>>>,
     /// The router of the most recently configured root: what every stream uses unless several
     /// roots coexist (a configuration update in progress), in which case `stream_roots` says.
     latest: Option<Rc<Router>>,
-    stream_roots: FastMap<u32, u32>,
-    streams: FastMap<u32, StreamState>,
+    stream_roots: HashMap<u32, u32>,
+    streams: HashMap<u32, StreamState>,
     metrics: Metrics,
 }
 
 thread_local! {
     static FILTER: RefCell<Filter> = RefCell::new(Filter {
-        roots: FastMap::default(),
+        roots: HashMap::default(),
         latest: None,
-        stream_roots: FastMap::default(),
-        streams: FastMap::default(),
+        stream_roots: HashMap::default(),
+        streams: HashMap::default(),
         metrics: Metrics::default(),
     });
 }
@@ -46,15 +47,11 @@ pub fn with_filter<T>(fallback: T, f: impl FnOnce(&mut Filter) -> T) -> T {
 
 impl Filter {
     pub fn configure(&mut self, root_id: u32, size: usize) -> bool {
+        logger::follow_host_level();
         let configuration = match abi::plugin_configuration(size) {
             Ok(buffer) => buffer,
             Err(status) => {
-                abi::log(
-                    LogLevel::Error,
-                    &format!(
-                        "sandbox-router: invalid configuration: cannot read it (status {status})"
-                    ),
-                );
+                log::error!("invalid configuration: cannot read it (status {status})");
                 return false;
             }
         };
@@ -67,19 +64,13 @@ impl Filter {
                     .saturating_sub(started)
                     .checked_div(1000)
                     .unwrap_or(0);
-                abi::log(
-                    LogLevel::Info,
-                    &format!(
-                        "sandbox-router: configured with {} sandboxes in {elapsed_us} us; wasm memory {} KiB",
-                        router.sandbox_count(),
-                        wasm_memory_kib()
-                    ),
+                log::info!(
+                    "configured with {} sandboxes in {elapsed_us} us; wasm memory {} KiB",
+                    router.sandbox_count(),
+                    wasm_memory_kib()
                 );
                 if abi::set_tick_period(FLUSH_PERIOD_MS).is_err() {
-                    abi::log(
-                        LogLevel::Error,
-                        "sandbox-router: no timer: stats will not be flushed",
-                    );
+                    log::error!("no timer: stats will not be flushed");
                 }
                 let router = Rc::new(router);
                 self.roots.insert(root_id, Some(Rc::clone(&router)));
@@ -87,10 +78,7 @@ impl Filter {
                 true
             }
             Err(error) => {
-                abi::log(
-                    LogLevel::Error,
-                    &format!("sandbox-router: invalid configuration: {error}"),
-                );
+                log::error!("invalid configuration: {error}");
                 false
             }
         }
@@ -142,6 +130,7 @@ impl Filter {
     }
 
     pub fn on_tick(&mut self) {
+        logger::follow_host_level();
         self.metrics.flush();
     }
 
@@ -163,13 +152,7 @@ fn prepare_budgets(router: &Router) {
     };
     for budget in router.sandboxes().filter_map(|s| s.budget.as_ref()) {
         if ensure_cell(&mut SharedData, budget, now).is_err() {
-            abi::log(
-                LogLevel::Error,
-                &format!(
-                    "sandbox-router: could not create budget cell {}",
-                    budget.store_key
-                ),
-            );
+            log::error!("could not create budget cell {}", budget.store_key);
         }
     }
 }

@@ -4,8 +4,8 @@
 
 use std::rc::Rc;
 
-use crate::core::fast_hash::FastMap;
 use crate::core::policy::Label;
+use hashbrown::HashMap;
 
 use super::abi;
 
@@ -13,8 +13,8 @@ pub const FLUSH_PERIOD_MS: u32 = 250;
 
 #[derive(Default)]
 pub struct Metrics {
-    pending: FastMap<(Option<Rc<str>>, Label), u64>,
-    ids: FastMap<String, u32>,
+    pending: HashMap<(Option<Rc<str>>, Label), u64>,
+    ids: HashMap<String, u32>,
 }
 
 impl Metrics {

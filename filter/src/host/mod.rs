@@ -7,6 +7,7 @@ mod budget;
 mod contexts;
 #[cfg(feature = "fault-injection")]
 mod fault;
+mod logger;
 mod metrics;
 mod stream;
 

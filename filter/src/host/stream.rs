@@ -10,7 +10,7 @@ use crate::core::request::{scan, KeySearch, RequestScan};
 use crate::core::router::{rewritten_authority, Decision, Router, Sandbox, Settings, Target};
 use crate::core::strip::{strip_plan, HeaderEdit};
 
-use super::abi::{self, LogLevel, MapType};
+use super::abi::{self, MapType};
 use super::budget::{reject_over_budget, SharedData};
 use super::metrics::Metrics;
 
@@ -213,13 +213,10 @@ fn guard(sandbox: &Sandbox, is_grpc: bool) -> Guarded {
             Guarded::Rejected(Label::of_verdict(&rejected))
         }
         rejected => {
-            abi::log(
-                LogLevel::Info,
-                &format!(
-                    "sandbox-router: shadow mode: sandbox {} would have been rejected: {}",
-                    sandbox.key,
-                    rejected.name()
-                ),
+            log::info!(
+                "shadow mode: sandbox {} would have been rejected: {}",
+                sandbox.key,
+                rejected.name()
             );
             Guarded::Shadow(Label::ShadowRejected)
         }
@@ -284,10 +281,7 @@ pub fn decorate_response(state: &StreamState) {
 pub fn finish(state: StreamState) {
     if let Some(slot) = state.slot {
         if !release(&mut SharedData, &slot) {
-            abi::log(
-                LogLevel::Error,
-                &format!("sandbox-router: could not release an in-flight slot of {slot}"),
-            );
+            log::error!("could not release an in-flight slot of {slot}");
         }
     }
 }
