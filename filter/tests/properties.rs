@@ -461,9 +461,9 @@ proptest! {
         prop_assert_eq!(scan_key(&router, &headers), expected);
     }
 
-    /// The shell answers a request as keyless when none of `carriers.header_names` nor the
-    /// cluster header is present, without reading the other headers: that must be exactly
-    /// what a full scan would conclude. Names arrive lowercase, as Envoy hands them over.
+    /// The shell answers a request as keyless when none of `Settings::probed_headers` is
+    /// present, without reading the other headers: that must be exactly what a full scan would
+    /// conclude. Names arrive lowercase, as Envoy hands them over.
     #[test]
     fn absent_carrier_headers_mean_no_key(
         headers in prop::collection::vec(
@@ -478,6 +478,7 @@ proptest! {
                     Just("x-sandbox".to_owned()),
                     Just("x-alt".to_owned()),
                     Just("x-sandbox-cluster".to_owned()),
+                    Just("x-sandbox-key".to_owned()),
                 ],
                 prop_oneof![Just("feature-x"), Just("sandbox=feature-x"), Just("sb=feature-x")],
             ),
@@ -486,10 +487,7 @@ proptest! {
     ) {
         let router = router();
         let settings = &router.settings;
-        let probed = |name: &str| {
-            name.as_bytes() == &*settings.cluster_header
-                || settings.carriers.header_names.iter().any(|n| **n == *name.as_bytes())
-        };
+        let probed = |name: &str| settings.probed_headers().any(|n| n == name.as_bytes());
         let unprobed: Vec<(Vec<u8>, Vec<u8>)> = headers
             .iter()
             .filter(|(name, _)| !probed(name))
@@ -501,6 +499,7 @@ proptest! {
         let request = scan(settings, HeaderPairs::new(&buffer));
         prop_assert_eq!(request.key, KeySearch::Absent);
         prop_assert!(!request.has_cluster_header);
+        prop_assert!(!request.has_key_header);
     }
 
     /// A route for `name.ns` matches every Kubernetes form of the service, in any case, with
@@ -648,7 +647,13 @@ proptest! {
             _ => prop_assert!(json["key"].is_null()),
         }
         prop_assert_eq!(&json["method"], &*String::from_utf8_lossy(&method));
-        let cut = &path[..path.len().min(512)];
-        prop_assert_eq!(&json["path"], &*String::from_utf8_lossy(cut));
+        // A path over 512 bytes is cut before a byte that starts a character, and marked.
+        let recorded = if path.len() <= 512 {
+            String::from_utf8_lossy(&path).into_owned()
+        } else {
+            let end = (0..=512).rev().find(|&i| path[i] & 0xc0 != 0x80).unwrap_or(0);
+            format!("{}…", String::from_utf8_lossy(&path[..end]))
+        };
+        prop_assert_eq!(&json["path"], &*recorded);
     }
 }

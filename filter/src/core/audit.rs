@@ -37,8 +37,8 @@ pub fn audit_record(
     out.push(',');
     field(&mut out, "method", request.method);
     out.push(',');
-    let path = request.path.map(|p| p.get(..MAX_PATH).unwrap_or(p));
-    field(&mut out, "path", path);
+    let path = request.path.map(cut_path);
+    field(&mut out, "path", path.as_deref());
     let (service, reason) = match &evaluation.decision {
         Decision::Route { service, .. } => (Some(*service), "override"),
         Decision::Baseline {
@@ -67,6 +67,22 @@ pub fn audit_record(
     field(&mut out, "reason", Some(reason.as_bytes()));
     out.push('}');
     out
+}
+
+/// The path as recorded: whole, or its first [`MAX_PATH`] bytes (not splitting a UTF-8
+/// character) followed by `…`, so that a cut is never silent.
+fn cut_path(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if path.len() <= MAX_PATH {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let is_continuation = |b: &u8| b & 0b1100_0000 == 0b1000_0000;
+    let end = (0..=MAX_PATH)
+        .rev()
+        .find(|&at| path.get(at).is_none_or(|b| !is_continuation(b)))
+        .unwrap_or(0);
+    let mut cut = path.get(..end).unwrap_or_default().to_vec();
+    cut.extend_from_slice("…".as_bytes());
+    std::borrow::Cow::Owned(cut)
 }
 
 fn field(out: &mut String, name: &str, value: Option<&[u8]>) {
@@ -132,6 +148,25 @@ mod tests {
     use super::*;
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn long_paths_are_cut_visibly_at_a_character_boundary() {
+        let short = vec![b'a'; MAX_PATH];
+        assert_eq!(&*cut_path(&short), &short[..]);
+        let long = vec![b'a'; 600];
+        let cut = cut_path(&long);
+        assert_eq!(cut.len(), MAX_PATH + "…".len());
+        assert!(cut.ends_with("…".as_bytes()));
+        // A two-byte character straddling the limit is left out whole.
+        let mut straddling = vec![b'a'; MAX_PATH - 1];
+        straddling.extend_from_slice("é".as_bytes());
+        straddling.extend_from_slice(b"tail");
+        let cut = cut_path(&straddling);
+        assert_eq!(
+            std::str::from_utf8(&cut).unwrap(),
+            format!("{}…", "a".repeat(MAX_PATH - 1))
+        );
+    }
 
     #[test]
     fn escapes_json() {

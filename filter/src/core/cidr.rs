@@ -1,5 +1,7 @@
 //! Source-address allow lists: IPv4 and IPv6 CIDRs, and the `ip:port` strings Envoy reports as
-//! a connection's peer address. IPv4-mapped IPv6 peers match IPv4 ranges.
+//! a connection's peer address. IPv4-mapped IPv6 peers match IPv4 ranges, and an IPv4-mapped
+//! range (`::ffff:10.0.0.0/104`) is read as the IPv4 range it maps (`10.0.0.0/8`): written as
+//! IPv6 it could never match, since mapped peers are compared as IPv4.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
@@ -37,6 +39,15 @@ impl FromStr for Cidr {
         let mask = mask(prefix, max);
         if bits & !mask != 0 {
             return Err(format!("`{text}` has host bits set"));
+        }
+        if let (IpAddr::V6(v6), Some(v4_prefix)) = (address, prefix.checked_sub(96)) {
+            if let Some(mapped) = v6.to_ipv4_mapped() {
+                return Ok(Cidr {
+                    network: u128::from(u32::from(mapped)),
+                    prefix: v4_prefix,
+                    v4: true,
+                });
+            }
         }
         Ok(Cidr {
             network: bits,
@@ -141,5 +152,17 @@ mod tests {
         assert!(peer_ip(b"").is_none());
         assert!(peer_ip(b"\xff").is_none());
         assert!(peer_ip(b"pipe:/tmp/x").is_none());
+    }
+
+    #[test]
+    fn ipv4_mapped_ranges_are_their_ipv4_range() {
+        let mapped: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(mapped, "10.0.0.0/8".parse().unwrap());
+        assert!(mapped.contains("10.1.2.3".parse().unwrap()));
+        assert!(mapped.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!mapped.contains("11.0.0.1".parse().unwrap()));
+        let host: Cidr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(host, "192.0.2.7/32".parse().unwrap());
+        assert!("::ffff:10.0.0.1/104".parse::<Cidr>().is_err());
     }
 }

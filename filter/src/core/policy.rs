@@ -73,8 +73,20 @@ pub struct Rejection {
 }
 
 impl Evaluation<'_> {
-    /// The sandbox whose budget the request spends: a live one, on a request still going ahead.
+    /// The sandbox whose budget the request spends, on a request still going ahead: a live
+    /// one, or an expired one (an expired key is never less guarded than a live one).
     pub fn budget_sandbox(&self) -> Option<&Sandbox> {
+        match self.label {
+            Some(Label::Routed | Label::Baseline | Label::Expired) if self.reject.is_none() => {
+                self.sandbox
+            }
+            _ => None,
+        }
+    }
+
+    /// The key an app may trust (the key header): a live, registered sandbox's, from a trusted
+    /// source, on a request going ahead.
+    pub fn validated_key(&self) -> Option<&Sandbox> {
         match self.label {
             Some(Label::Routed | Label::Baseline) if self.reject.is_none() => self.sandbox,
             _ => None,
@@ -95,6 +107,57 @@ pub struct Evaluation<'r> {
 }
 
 const SAFE_METHODS: [&[u8]; 3] = [b"GET", b"HEAD", b"OPTIONS"];
+
+/// Whether a request may change state at its destination: a method other than GET, HEAD and
+/// OPTIONS; a read method that a method-override header turns into another one (frameworks such
+/// as Rails, Laravel and ASP.NET honour `X-HTTP-Method-Override`, `X-HTTP-Method` and
+/// `X-Method-Override`); or a protocol upgrade such as WebSocket, which opens a channel the
+/// guard cannot see into.
+pub fn is_write(request: &RequestScan<'_>) -> bool {
+    !SAFE_METHODS.contains(&request.method.unwrap_or_default())
+        || request
+            .method_override
+            .is_some_and(|m| !is_safe_override(m))
+        || request.upgrade
+}
+
+/// Frameworks upper-case an override before they act on it.
+fn is_safe_override(method: &[u8]) -> bool {
+    SAFE_METHODS.iter().any(|m| method.eq_ignore_ascii_case(m))
+}
+
+/// The 403 a write to a baseline service gets under `baseline_writes: deny`.
+fn write_denial(
+    sandbox: &Sandbox,
+    service: Option<&str>,
+    request: &RequestScan<'_>,
+) -> Option<Rejection> {
+    if !is_write(request) || sandbox.may_write_to(service) {
+        return None;
+    }
+    let destination = service.map_or_else(
+        || String::from_utf8_lossy(request.authority.unwrap_or_default()).into_owned(),
+        str::to_owned,
+    );
+    let what = if request.upgrade {
+        "protocol upgrade".to_owned()
+    } else {
+        let method = request
+            .method_override
+            .filter(|m| !is_safe_override(m))
+            .or(request.method)
+            .unwrap_or_default();
+        format!("{} requests", String::from_utf8_lossy(method))
+    };
+    Some(Rejection {
+        status: 403,
+        details: "sandbox_router_baseline_write_denied",
+        body: format!(
+            "sandbox `{}` may not send {what} to baseline service `{destination}`",
+            sandbox.key
+        ),
+    })
+}
 
 /// `trusted` is asked only when a carrier is present and `trust` is configured; `now_ns` only
 /// when the sandbox has an expiry. Requests without a key never reach either.
@@ -172,38 +235,187 @@ pub fn evaluate<'r>(
         _ => return outcome(decision, Label::InvalidKey, None, None),
     };
     if sandbox.expires_at_ns.is_some() && now_ns().is_none_or(|now| sandbox.is_expired(now)) {
+        // Expired: no more routing, but never less guarded than a live sandbox (its write guard
+        // and budget still apply), or refused outright under `unknown_keys: reject`.
         let decision = Decision::Baseline {
             reason: BaselineReason::Expired,
             key: Some(key),
             sandbox: None,
             service,
         };
-        let reject = settings.reject_unknown_keys.then(|| Rejection {
-            status: 400,
-            details: "sandbox_router_expired_sandbox",
-            body: format!("sandbox `{}` has expired", key.as_str()),
-        });
-        return outcome(decision, Label::Expired, Some(sandbox), reject);
+        if settings.reject_unknown_keys {
+            let reject = Rejection {
+                status: 400,
+                details: "sandbox_router_expired_sandbox",
+                body: format!("sandbox `{}` has expired", key.as_str()),
+            };
+            return outcome(decision, Label::Expired, Some(sandbox), Some(reject));
+        }
+        if let Some(reject) = write_denial(sandbox, service, request) {
+            return outcome(decision, Label::WriteDenied, Some(sandbox), Some(reject));
+        }
+        return outcome(decision, Label::Expired, Some(sandbox), None);
     }
     if let Decision::Baseline { .. } = decision {
-        let method = request.method.unwrap_or_default();
-        if !SAFE_METHODS.contains(&method) && !sandbox.may_write_to(service) {
-            let destination = service.map_or_else(
-                || String::from_utf8_lossy(request.authority.unwrap_or_default()).into_owned(),
-                str::to_owned,
-            );
-            let reject = Rejection {
-                status: 403,
-                details: "sandbox_router_baseline_write_denied",
-                body: format!(
-                    "sandbox `{}` may not send {} requests to baseline service `{destination}`",
-                    sandbox.key,
-                    String::from_utf8_lossy(method)
-                ),
-            };
+        if let Some(reject) = write_denial(sandbox, service, request) {
             return outcome(decision, Label::WriteDenied, Some(sandbox), Some(reject));
         }
         return outcome(decision, Label::Baseline, Some(sandbox), None);
     }
     outcome(decision, Label::Routed, Some(sandbox), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::{compile, HostFacts};
+    use crate::core::request::scan;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const NOW: u64 = 1_790_000_000_000_000_000; // 2026-09-21
+
+    fn router(unknown_keys: &str) -> Router {
+        let config = format!(
+            r#"{{"namespace": "shop", "unknown_keys": "{unknown_keys}", "sandboxes": {{
+                "live": {{"routes": {{"payment": {{"authority": "payment-live.shop.svc.cluster.local"}}}},
+                    "baseline_writes": "deny", "baseline_write_exceptions": ["audit-log"]}},
+                "old": {{"routes": {{"payment": {{"authority": "payment-old.shop.svc.cluster.local"}}}},
+                    "baseline_writes": "deny", "expires_at": "2026-01-01T00:00:00Z",
+                    "rate_limit": {{"requests_per_second": 1, "burst": 1}}}}}}}}"#
+        );
+        compile(config.as_bytes(), &HostFacts::default()).unwrap()
+    }
+
+    /// (label, rejection status, whether the budget applies, whether the key is validated).
+    fn outcome(
+        router: &Router,
+        headers: &[(&str, &str)],
+    ) -> (Option<&'static str>, Option<u32>, bool, bool) {
+        let pairs: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        let request = scan(&router.settings, pairs);
+        let e = evaluate(router, &request, || true, || Some(NOW));
+        (
+            e.label.map(Label::as_str),
+            e.reject.as_ref().map(|r| r.status),
+            e.budget_sandbox().is_some(),
+            e.validated_key().is_some(),
+        )
+    }
+
+    fn request<'a>(
+        key: &'a str,
+        method: &'a str,
+        authority: &'a str,
+        extra: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut headers = vec![
+            (":method", method),
+            (":authority", authority),
+            ("baggage", key),
+        ];
+        headers.extend_from_slice(extra);
+        headers
+    }
+
+    #[test]
+    fn an_expired_sandbox_keeps_its_write_guard_and_budget() {
+        let r = router("baseline");
+        // Reads go to the baseline, spending the budget; no key is handed on.
+        assert_eq!(
+            outcome(&r, &request("sandbox=old", "GET", "payment", &[])),
+            (Some("expired"), None, true, false)
+        );
+        // Writes to any baseline service are refused, the one it used to override included.
+        for authority in ["payment", "inventory"] {
+            assert_eq!(
+                outcome(&r, &request("sandbox=old", "POST", authority, &[])),
+                (Some("write_denied"), Some(403), false, false),
+                "{authority}"
+            );
+        }
+        // Under `unknown_keys: reject` it is refused outright.
+        assert_eq!(
+            outcome(
+                &router("reject"),
+                &request("sandbox=old", "GET", "payment", &[])
+            ),
+            (Some("expired"), Some(400), false, false)
+        );
+    }
+
+    #[test]
+    fn a_live_key_is_validated_only_on_requests_that_go_ahead() {
+        let r = router("baseline");
+        assert_eq!(
+            outcome(&r, &request("sandbox=live", "POST", "payment", &[])),
+            (Some("routed"), None, true, true)
+        );
+        assert_eq!(
+            outcome(&r, &request("sandbox=live", "GET", "inventory", &[])),
+            (Some("baseline"), None, true, true)
+        );
+        assert_eq!(
+            outcome(&r, &request("sandbox=live", "POST", "inventory", &[])),
+            (Some("write_denied"), Some(403), false, false)
+        );
+        assert_eq!(
+            outcome(&r, &request("sandbox=nope", "GET", "payment", &[])),
+            (Some("unknown_key"), None, false, false)
+        );
+    }
+
+    #[test]
+    fn method_overrides_and_upgrades_count_as_writes() {
+        let r = router("baseline");
+        for (name, value) in [
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "put"),
+            ("x-method-override", "PATCH"),
+            ("upgrade", "websocket"),
+        ] {
+            let (label, status, _, _) = outcome(
+                &r,
+                &request("sandbox=live", "GET", "inventory", &[(name, value)]),
+            );
+            assert_eq!((label, status), (Some("write_denied"), Some(403)), "{name}");
+        }
+        // A read override is a read; exceptions still apply.
+        let (label, _, _, _) = outcome(
+            &r,
+            &request(
+                "sandbox=live",
+                "POST",
+                "inventory",
+                &[("x-http-method-override", "GET")],
+            ),
+        );
+        assert_eq!(label, Some("write_denied"));
+        let (label, _, _, _) = outcome(
+            &r,
+            &request(
+                "sandbox=live",
+                "GET",
+                "inventory",
+                &[("x-http-method-override", "get")],
+            ),
+        );
+        assert_eq!(label, Some("baseline"));
+        let (label, _, _, _) = outcome(
+            &r,
+            &request(
+                "sandbox=live",
+                "GET",
+                "audit-log",
+                &[("upgrade", "websocket")],
+            ),
+        );
+        assert_eq!(label, Some("baseline"));
+        // The method itself is compared exactly: `get` is not GET.
+        let (label, _, _, _) = outcome(&r, &request("sandbox=live", "get", "inventory", &[]));
+        assert_eq!(label, Some("write_denied"));
+    }
 }

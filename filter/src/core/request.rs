@@ -33,7 +33,14 @@ pub struct RequestScan<'a> {
     pub key: KeySearch,
     /// The client sent the header the filter uses for cluster-mode routing.
     pub has_cluster_header: bool,
+    /// The client sent the key header (only the filter may set it).
+    pub has_key_header: bool,
     pub is_grpc: bool,
+    /// The first method-override header (`x-http-method-override`, `x-http-method`,
+    /// `x-method-override`) that names a method.
+    pub method_override: Option<&'a [u8]>,
+    /// A protocol upgrade was asked for (`upgrade` header, e.g. WebSocket).
+    pub upgrade: bool,
 }
 
 /// The best key so far and its precedence rank (lower wins).
@@ -84,7 +91,10 @@ pub fn scan<'a>(
         path: None,
         key: KeySearch::Absent,
         has_cluster_header: false,
+        has_key_header: false,
         is_grpc: false,
+        method_override: None,
+        upgrade: false,
     };
     for (name, value) in headers {
         match name {
@@ -98,7 +108,11 @@ pub fn scan<'a>(
                 scan.path.get_or_insert(value);
             }
             b"content-type" => scan.is_grpc = value.starts_with(b"application/grpc"),
-            b"baggage" => {
+            b"upgrade" => scan.upgrade = true,
+            b"x-http-method-override" | b"x-http-method" | b"x-method-override" => {
+                scan.method_override = scan.method_override.or(Some(value));
+            }
+            b"baggage" if carriers.kinds.baggage => {
                 for (i, member) in carriers.baggage.iter().enumerate() {
                     let rank = baggage_base.saturating_add(i);
                     if best.wants(rank) {
@@ -106,7 +120,7 @@ pub fn scan<'a>(
                     }
                 }
             }
-            b"tracestate" => {
+            b"tracestate" if carriers.kinds.tracestate => {
                 for (i, member) in carriers.baggage.iter().enumerate() {
                     let rank = tracestate_base.saturating_add(i);
                     if best.wants(rank) {
@@ -117,18 +131,29 @@ pub fn scan<'a>(
             _ => {
                 if name.eq_ignore_ascii_case(&settings.cluster_header) {
                     scan.has_cluster_header = true;
+                } else if !settings.key_header.is_empty()
+                    && name.eq_ignore_ascii_case(&settings.key_header)
+                {
+                    scan.has_key_header = true;
                 } else if let Some(rank) = plain_header_rank(carriers.headers.as_slice(), name) {
                     if best.wants(rank) {
                         best.offer(rank, whole_value(value, false));
                     }
-                } else if let Some(i) = prefixed_member(name, OT_BAGGAGE_PREFIX, &carriers.baggage)
+                } else if let Some(i) = carriers
+                    .kinds
+                    .ot_baggage
+                    .then(|| prefixed_member(name, OT_BAGGAGE_PREFIX, &carriers.baggage))
+                    .flatten()
                 {
                     let rank = ot_base.saturating_add(i);
                     if best.wants(rank) {
                         best.offer(rank, whole_value(value, true));
                     }
-                } else if let Some(i) =
-                    prefixed_member(name, JAEGER_BAGGAGE_PREFIX, &carriers.baggage)
+                } else if let Some(i) = carriers
+                    .kinds
+                    .uberctx
+                    .then(|| prefixed_member(name, JAEGER_BAGGAGE_PREFIX, &carriers.baggage))
+                    .flatten()
                 {
                     let rank = jaeger_base.saturating_add(i);
                     if best.wants(rank) {

@@ -19,6 +19,28 @@ use super::request::{KeySearch, RequestScan};
 
 pub type ServiceId = u32;
 
+/// Which kinds of header carry the `baggage` member names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CarrierKinds {
+    /// W3C `baggage`.
+    pub baggage: bool,
+    /// W3C `tracestate`.
+    pub tracestate: bool,
+    /// OpenTracing `ot-baggage-<name>`.
+    pub ot_baggage: bool,
+    /// Jaeger `uberctx-<name>`.
+    pub uberctx: bool,
+}
+
+impl CarrierKinds {
+    pub const ALL: CarrierKinds = CarrierKinds {
+        baggage: true,
+        tracestate: true,
+        ot_baggage: true,
+        uberctx: true,
+    };
+}
+
 /// Which headers carry the routing key (names stored lowercase where header names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Carriers {
@@ -26,25 +48,36 @@ pub struct Carriers {
     pub headers: Vec<Box<[u8]>>,
     /// W3C baggage / tracestate member names.
     pub baggage: Vec<Box<[u8]>>,
+    /// Which kinds of header carry the member names.
+    pub kinds: CarrierKinds,
     /// Every header (lowercase) that can carry a key: when none of them is present, a request
     /// is keyless without reading the rest of its headers.
     pub header_names: Vec<Box<[u8]>>,
 }
 
 impl Carriers {
-    pub fn new(baggage: &[String], headers: &[String]) -> Self {
+    /// `headers` lowercase.
+    pub fn new(baggage: &[String], headers: &[String], kinds: CarrierKinds) -> Self {
         let headers: Vec<Box<[u8]>> = headers
             .iter()
-            .map(|h| h.to_ascii_lowercase().into_bytes().into_boxed_slice())
+            .map(|h| h.as_bytes().to_vec().into_boxed_slice())
             .collect();
         let mut header_names = headers.clone();
         if !baggage.is_empty() {
             // Most common carrier first: probing stops at the first header present.
-            header_names.insert(0, Box::from(&b"baggage"[..]));
-            header_names.push(Box::from(&b"tracestate"[..]));
+            if kinds.baggage {
+                header_names.insert(0, Box::from(&b"baggage"[..]));
+            }
+            if kinds.tracestate {
+                header_names.push(Box::from(&b"tracestate"[..]));
+            }
         }
         for member in baggage {
-            for prefix in ["ot-baggage-", "uberctx-"] {
+            let prefixes = [
+                (kinds.ot_baggage, "ot-baggage-"),
+                (kinds.uberctx, "uberctx-"),
+            ];
+            for (_, prefix) in prefixes.iter().filter(|(on, _)| *on) {
                 let name = format!("{prefix}{}", member.to_ascii_lowercase()).into_bytes();
                 if !header_names.iter().any(|known| **known == *name) {
                     header_names.push(name.into_boxed_slice());
@@ -57,6 +90,7 @@ impl Carriers {
                 .iter()
                 .map(|b| b.as_bytes().to_vec().into_boxed_slice())
                 .collect(),
+            kinds,
             header_names,
         }
     }
@@ -87,11 +121,27 @@ impl Trust {
 pub struct Settings {
     pub carriers: Carriers,
     pub cluster_header: Box<[u8]>,
+    /// The header that hands the validated key to later filters and the app; empty: off.
+    pub key_header: Box<[u8]>,
     pub debug: bool,
     /// `None`: every source is trusted.
     pub trust: Option<Trust>,
     /// Answer unknown (and expired) keys with a 4xx instead of routing them as baseline.
     pub reject_unknown_keys: bool,
+}
+
+impl Settings {
+    /// Every header whose presence sends a request through the full scan: the carriers, and the
+    /// cluster and key headers (only the filter may set those, so a client's copy is removed).
+    /// When none is present the request is keyless and untouched.
+    pub fn probed_headers(&self) -> impl Iterator<Item = &[u8]> {
+        let owned = [&*self.cluster_header, &*self.key_header];
+        self.carriers
+            .header_names
+            .iter()
+            .map(|name| &**name)
+            .chain(owned.into_iter().filter(|name| !name.is_empty()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -442,6 +492,25 @@ impl RouterBuilder {
 
     pub fn has_sandbox(&self, key: &str) -> bool {
         self.router.sandboxes.contains_key(key)
+    }
+
+    /// A route whose authority target is itself a service the table routes, as (sandbox key,
+    /// routed service, target host), if any. Such a request would be recorded as `routed` and
+    /// land on that service's baseline.
+    pub fn route_to_a_routed_service(&self) -> Option<(&str, &str, &str)> {
+        let router = &self.router;
+        router.sandbox_table.iter().find_map(|sandbox| {
+            sandbox
+                .routes
+                .iter()
+                .find_map(|(service, target)| match target {
+                    Target::Authority { host, .. } if router.hosts.contains_key(&**host) => {
+                        let service = router.services.get(*service as usize)?;
+                        Some((&*sandbox.key, &**service, &**host))
+                    }
+                    _ => None,
+                })
+        })
     }
 
     pub fn build(mut self) -> Router {

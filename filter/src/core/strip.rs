@@ -20,7 +20,12 @@ pub fn strip_plan<'a>(
 ) -> Vec<HeaderEdit<'a>> {
     let names = &settings.carriers.baggage;
     let mut edits: Vec<HeaderEdit<'a>> = Vec::new();
-    for list_header in [&b"baggage"[..], b"tracestate"] {
+    let kinds = settings.carriers.kinds;
+    let list_headers = [
+        (kinds.baggage, &b"baggage"[..]),
+        (kinds.tracestate, b"tracestate"),
+    ];
+    for (_, list_header) in list_headers.into_iter().filter(|(on, _)| *on) {
         let mut kept: Vec<&[u8]> = Vec::new();
         let mut removed_any = false;
         let mut present: Option<&'a [u8]> = None;
@@ -58,7 +63,11 @@ pub fn strip_plan<'a>(
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h))
             || names.iter().any(|n| {
-                [&b"ot-baggage-"[..], b"uberctx-"].iter().any(|prefix| {
+                let prefixes = [
+                    (kinds.ot_baggage, &b"ot-baggage-"[..]),
+                    (kinds.uberctx, b"uberctx-"),
+                ];
+                prefixes.iter().filter(|(on, _)| *on).any(|(_, prefix)| {
                     name.len() == prefix.len().saturating_add(n.len())
                         && name
                             .get(..prefix.len())

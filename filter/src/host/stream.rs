@@ -53,7 +53,7 @@ pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
     let request = scan(&router.settings, HeaderPairs::new(headers.bytes()));
     if request.key == KeySearch::Absent {
         let decision = router.decide(&request);
-        apply(router, &decision, &request);
+        apply(router, &decision, &request, None);
         if router.settings.debug {
             let line = describe(&decision, request.authority.unwrap_or_default());
             handled.state = Some(debug_only(line));
@@ -86,7 +86,8 @@ pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
         }
     }
     if !handled.answered {
-        apply(router, &evaluation.decision, &request);
+        let validated = evaluation.validated_key().map(|s| &*s.key);
+        apply(router, &evaluation.decision, &request, validated);
     }
     metrics.count(evaluation.sandbox.map(|s| &s.key), label);
     let record = audit_record(&request, &evaluation, label);
@@ -121,14 +122,14 @@ fn debug_line(
     }
 }
 
-/// Whether any header that can carry a key, or the cluster header, is present. Probing absent
+/// Whether any header that can carry a key, the cluster header or the key header is present
+/// (the last two only the filter may set, so a client's copy must be removed). Probing absent
 /// headers one by one is cheaper than copying every header into the VM: the host calls back
 /// into the VM to allocate for a copy, and that call costs more than several probes
 /// (scripts/bench). A host error counts as present, so the request takes the full path.
 fn may_carry_a_key(settings: &Settings) -> bool {
-    let carriers = settings.carriers.header_names.iter().map(|name| &**name);
-    carriers
-        .chain(std::iter::once(&*settings.cluster_header))
+    settings
+        .probed_headers()
         .any(|name| abi::has_header(MapType::RequestHeaders, name).unwrap_or(true))
 }
 
@@ -223,12 +224,20 @@ fn guard(sandbox: &Sandbox, is_grpc: bool) -> Guarded {
     }
 }
 
-/// Rewrites the request's headers. Envoy picks the route again after any request header change
-/// by a plugin of ABI 0.2.1 (this one), even when an earlier filter already resolved it; the
-/// `clear_route_cache` foreign function would only repeat that at the cost of a host call.
-/// Tested with a Lua filter that resolves the route first (tests/tests/routing.rs).
-fn apply(router: &Router, decision: &Decision<'_>, request: &RequestScan<'_>) {
-    let cluster_header = &*router.settings.cluster_header;
+/// Rewrites the request's headers: the route target, and the key header (set to the validated
+/// key, or a client's copy removed: only this filter may set it). Envoy picks the route again
+/// after any request header change by a plugin of ABI 0.2.1 (this one), even when an earlier
+/// filter already resolved it; the `clear_route_cache` foreign function would only repeat that
+/// at the cost of a host call. Tested with a Lua filter that resolves the route first
+/// (tests/tests/routing.rs).
+fn apply(
+    router: &Router,
+    decision: &Decision<'_>,
+    request: &RequestScan<'_>,
+    validated_key: Option<&str>,
+) {
+    let settings = &router.settings;
+    let cluster_header = &*settings.cluster_header;
     match decision {
         Decision::Route { target, .. } => match target {
             Target::Authority { host, port } => {
@@ -256,6 +265,17 @@ fn apply(router: &Router, decision: &Decision<'_>, request: &RequestScan<'_>) {
             let _ = abi::remove_header(MapType::RequestHeaders, cluster_header);
         }
         Decision::Baseline { .. } => {}
+    }
+    let key_header = &*settings.key_header;
+    match validated_key {
+        // Replacing removes every copy a client made, in any case.
+        Some(key) if !key_header.is_empty() => {
+            let _ = abi::replace_header(MapType::RequestHeaders, key_header, key.as_bytes());
+        }
+        _ if request.has_key_header => {
+            let _ = abi::remove_header(MapType::RequestHeaders, key_header);
+        }
+        _ => {}
     }
 }
 

@@ -7,6 +7,7 @@
 //! sandbox at a time, so a large table never exists whole in a second form.
 
 mod error;
+mod headers;
 mod raw;
 mod sandboxes;
 mod strict;
@@ -14,20 +15,21 @@ mod validate;
 
 use serde::Deserialize;
 
-use super::baggage::is_token;
 use super::names::{is_dns_label, is_dns_name};
 use super::router::Router;
 use super::router::{RouterBuilder, Settings};
 
 pub use error::ConfigError;
 use error::{error, parse_error};
+use headers::{carriers, check_roles_are_distinct, cluster_header, key_header};
 pub use raw::DEFAULT_BAGGAGE_MEMBER;
 use raw::{RawConfig, UnknownKeys};
 use sandboxes::{compile_sandboxes, SandboxContext};
 use strict::Object;
-use validate::{carriers, check_headers_are_distinct, max_in_flight, rate_limit, trust};
+use validate::{max_in_flight, rate_limit, trust};
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-sandbox-cluster";
+pub const DEFAULT_KEY_HEADER: &str = "x-sandbox-key";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// Shared-data key prefix of the per-sandbox budget cells.
 pub const BUDGET_KEY_PREFIX: &str = "sandbox-router/budget/";
@@ -78,20 +80,17 @@ fn build(document: &[u8], raw: RawConfig<'_>, facts: &HostFacts) -> Result<Route
             format!("`{cluster_domain}` is not a valid DNS name"),
         ));
     }
-    let cluster_header = raw
-        .cluster_header
-        .unwrap_or_else(|| DEFAULT_CLUSTER_HEADER.to_owned())
-        .to_ascii_lowercase();
-    if !is_token(cluster_header.as_bytes()) {
-        return Err(error(
-            "cluster_header",
-            format!("`{cluster_header}` is not a valid header name"),
-        ));
-    }
-    check_headers_are_distinct(&raw.routing_key.0, &cluster_header)?;
+    let cluster_header = cluster_header(
+        raw.cluster_header
+            .as_deref()
+            .unwrap_or(DEFAULT_CLUSTER_HEADER),
+    )?;
+    let key_header = key_header(raw.key_header.as_deref().unwrap_or(DEFAULT_KEY_HEADER))?;
+    check_roles_are_distinct(&carriers, &cluster_header, &key_header)?;
     let settings = Settings {
         carriers,
         cluster_header: cluster_header.into_bytes().into_boxed_slice(),
+        key_header: key_header.into_bytes().into_boxed_slice(),
         debug: raw.debug,
         trust: raw.trust.map(|t| trust(t.0)).transpose()?,
         reject_unknown_keys: raw.unknown_keys == UnknownKeys::Reject,
@@ -114,6 +113,14 @@ fn build(document: &[u8], raw: RawConfig<'_>, facts: &HostFacts) -> Result<Route
     let mut builder = RouterBuilder::new(settings);
     if let Some(table) = raw.sandboxes {
         compile_sandboxes(table, document, &context, &mut builder)?;
+    }
+    if let Some((key, service, target)) = builder.route_to_a_routed_service() {
+        return Err(error(
+            format!("sandboxes.{key}.routes"),
+            format!(
+                "the target `{target}` of `{service}` is itself a service the table routes: a request would be recorded as routed and reach that service's baseline; route to the sandbox's own service"
+            ),
+        ));
     }
     Ok(builder.build())
 }

@@ -16,6 +16,7 @@ pub struct RawConfig<'a> {
     pub namespace: Option<String>,
     pub cluster_domain: Option<String>,
     pub cluster_header: Option<String>,
+    pub key_header: Option<String>,
     pub debug: bool,
     pub defaults: Option<Object<RawBudget>>,
     pub trust: Option<Object<RawTrust>>,
@@ -30,6 +31,8 @@ pub struct RawConfig<'a> {
 pub struct RawRoutingKey {
     pub baggage: Vec<String>,
     pub headers: Vec<String>,
+    /// Which headers carry the `baggage` member names.
+    pub carriers: Vec<CarrierKind>,
 }
 
 impl Default for RawRoutingKey {
@@ -37,9 +40,22 @@ impl Default for RawRoutingKey {
         RawRoutingKey {
             baggage: vec![DEFAULT_BAGGAGE_MEMBER.to_owned()],
             headers: Vec::new(),
+            carriers: vec![
+                CarrierKind::Baggage,
+                CarrierKind::OtBaggage,
+                CarrierKind::Uberctx,
+                CarrierKind::Tracestate,
+            ],
         }
     }
 }
+
+string_enum!(CarrierKind {
+    Baggage = "baggage",
+    Tracestate = "tracestate",
+    OtBaggage = "ot-baggage",
+    Uberctx = "uberctx",
+});
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

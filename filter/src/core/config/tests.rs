@@ -464,3 +464,123 @@ fn every_truncation_of_a_valid_configuration_is_an_error() {
         );
     }
 }
+
+#[test]
+fn headers_the_filter_may_not_own_are_refused() {
+    for name in [
+        "authorization",
+        "Proxy-Authorization",
+        "cookie",
+        "host",
+        ":authority",
+        "connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "x-forwarded-for",
+        "X-Forwarded-Proto",
+        "x-envoy-original-path",
+        "baggage",
+        "tracestate",
+        "content-type",
+        "x-http-method-override",
+    ] {
+        for field in ["cluster_header", "key_header"] {
+            let e = err(&format!(r#"{{"{field}": "{name}"}}"#));
+            assert!(e.starts_with(&format!("{field}: `{name}`")), "{e}");
+        }
+        let e = err(&format!(r#"{{"routing_key": {{"headers": ["{name}"]}}}}"#));
+        assert!(e.starts_with("routing_key.headers[0]: "), "{e}");
+    }
+    // No header plays two roles.
+    let e = err(r#"{"key_header": "x-sandbox-cluster"}"#);
+    assert!(e.starts_with("key_header: "), "{e}");
+    let e = err(r#"{"routing_key": {"headers": ["x-k"]}, "key_header": "x-k"}"#);
+    assert!(
+        e.starts_with("key_header: `x-k` is also a routing key carrier"),
+        "{e}"
+    );
+    let e = err(r#"{"cluster_header": "uberctx-sandbox"}"#);
+    assert!(e.starts_with("cluster_header: "), "{e}");
+    // A carrier kind that is off frees its header names.
+    compile(
+        br#"{"routing_key": {"carriers": ["baggage"]}, "cluster_header": "uberctx-sandbox"}"#,
+        &HostFacts::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn key_header_defaults_on_and_can_be_turned_off() {
+    let router = compile(b"{}", &HostFacts::default()).unwrap();
+    assert_eq!(&*router.settings.key_header, b"x-sandbox-key");
+    let router = compile(br#"{"key_header": "X-Test-Key"}"#, &HostFacts::default()).unwrap();
+    assert_eq!(&*router.settings.key_header, b"x-test-key");
+    let router = compile(br#"{"key_header": ""}"#, &HostFacts::default()).unwrap();
+    assert!(router.settings.key_header.is_empty());
+    let probed: Vec<&[u8]> = router.settings.probed_headers().collect();
+    assert!(!probed.contains(&&b""[..]), "{probed:?}");
+}
+
+#[test]
+fn carriers_are_chosen_by_kind() {
+    let router = compile(
+        br#"{"routing_key": {"carriers": ["baggage"]}}"#,
+        &HostFacts::default(),
+    )
+    .unwrap();
+    let probed: Vec<&[u8]> = router.settings.probed_headers().collect();
+    assert_eq!(
+        probed,
+        [&b"baggage"[..], b"x-sandbox-cluster", b"x-sandbox-key"]
+    );
+    let e = err(r#"{"routing_key": {"carriers": ["baggage", "baggage"]}}"#);
+    assert!(
+        e.starts_with("routing_key.carriers[1]: listed twice"),
+        "{e}"
+    );
+    let e = err(r#"{"routing_key": {"carriers": ["b3"]}}"#);
+    assert!(
+        e.starts_with("routing_key.carriers[0]: unknown variant `b3`"),
+        "{e}"
+    );
+    let e = err(r#"{"routing_key": {"carriers": []}}"#);
+    assert!(e.starts_with("routing_key.carriers: no carrier"), "{e}");
+    // Only plain headers: no kinds needed.
+    compile(
+        br#"{"routing_key": {"baggage": [], "headers": ["x-k"], "carriers": []}}"#,
+        &HostFacts::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_route_target_may_not_be_a_routed_service() {
+    let e = err(r#"{"namespace": "shop", "sandboxes": {
+        "x": {"routes": {"payment": {"authority": "inventory.shop.svc.cluster.local"}}},
+        "y": {"routes": {"inventory": {"cluster": "inventory-y"}}}}}"#);
+    assert!(e.starts_with("sandboxes.x.routes: the target `inventory.shop.svc.cluster.local` of `payment.shop.svc.cluster.local` is itself a service the table routes"), "{e}");
+    // In any order, and in any form the table knows.
+    let e = err(r#"{"namespace": "shop", "sandboxes": {
+        "y": {"routes": {"inventory": {"cluster": "inventory-y"}}},
+        "x": {"routes": {"payment": {"authority": "inventory.shop:8080"}}}}}"#);
+    assert!(e.starts_with("sandboxes.x.routes: "), "{e}");
+    compile(
+        br#"{"namespace": "shop", "sandboxes": {
+        "x": {"routes": {"payment": {"authority": "payment-x.shop.svc.cluster.local"}}}}}"#,
+        &HostFacts::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn ipv4_mapped_trust_sources_mean_their_ipv4_range() {
+    let router = compile(
+        br#"{"trust": {"sources": ["::ffff:10.0.0.0/104"]}}"#,
+        &HostFacts::default(),
+    )
+    .unwrap();
+    let trust = router.settings.trust.as_ref().unwrap();
+    assert!(trust.allows(Some("10.1.2.3".parse().unwrap())));
+    assert!(trust.allows(Some("::ffff:10.1.2.3".parse().unwrap())));
+}

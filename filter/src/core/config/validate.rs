@@ -1,88 +1,13 @@
 //! Checks of the fields outside the sandbox table, and of the pieces every sandbox is made of.
 
-use super::super::baggage::is_token;
 use super::super::bucket::RateLimit;
 use super::super::cidr::Cidr;
 use super::super::names::parse_authority_target;
-use super::super::router::{Carriers, Owner, Target, Trust, UntrustedMode};
+use super::super::router::{Owner, Target, Trust, UntrustedMode};
 use super::error::{error, ConfigError};
-use super::raw::{RawOwner, RawRateLimit, RawRoutingKey, RawTarget, RawTrust, Untrusted};
+use super::raw::{RawOwner, RawRateLimit, RawTarget, RawTrust, Untrusted};
 
 const MAX_CLUSTER_NAME_LEN: usize = 1024;
-const MAX_CARRIER_NAMES: usize = 16;
-
-pub fn carriers(raw: &RawRoutingKey) -> Result<Carriers, ConfigError> {
-    if raw.baggage.is_empty() && raw.headers.is_empty() {
-        return Err(error(
-            "routing_key",
-            "no carrier: list at least one baggage member or header",
-        ));
-    }
-    if raw.baggage.len() > MAX_CARRIER_NAMES || raw.headers.len() > MAX_CARRIER_NAMES {
-        return Err(error(
-            "routing_key",
-            format!("at most {MAX_CARRIER_NAMES} names per carrier"),
-        ));
-    }
-    for (i, name) in raw.baggage.iter().enumerate() {
-        if !is_token(name.as_bytes()) {
-            return Err(error(
-                format!("routing_key.baggage[{i}]"),
-                format!("`{name}` is not a valid baggage member name"),
-            ));
-        }
-    }
-    for (i, name) in raw.headers.iter().enumerate() {
-        let lower = name.to_ascii_lowercase();
-        if !is_token(lower.as_bytes()) || ["baggage", "tracestate"].contains(&lower.as_str()) {
-            return Err(error(
-                format!("routing_key.headers[{i}]"),
-                format!("`{name}` is not a usable header name"),
-            ));
-        }
-    }
-    Ok(Carriers::new(&raw.baggage, &raw.headers))
-}
-
-/// Headers the scanner reads for one purpose must not be configured for another: a carrier
-/// that is also the cluster header (or `content-type`) would silently never carry a key.
-pub fn check_headers_are_distinct(
-    raw: &RawRoutingKey,
-    cluster_header: &str,
-) -> Result<(), ConfigError> {
-    if RESERVED_HEADERS.contains(&cluster_header) {
-        return Err(error(
-            "cluster_header",
-            format!("`{cluster_header}` is a header the filter reads for another purpose"),
-        ));
-    }
-    for (i, name) in raw.headers.iter().enumerate() {
-        let lower = name.to_ascii_lowercase();
-        if lower == cluster_header || lower == "content-type" {
-            return Err(error(
-                format!("routing_key.headers[{i}]"),
-                format!("`{name}` is also the cluster_header or content-type; pick another header"),
-            ));
-        }
-    }
-    for (i, member) in raw.baggage.iter().enumerate() {
-        let member = member.to_ascii_lowercase();
-        for prefix in ["ot-baggage-", "uberctx-"] {
-            if format!("{prefix}{member}") == cluster_header {
-                return Err(error(
-                    "cluster_header",
-                    format!(
-                        "`{cluster_header}` is the {prefix} carrier of routing_key.baggage[{i}]"
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Headers the scanner gives a meaning of their own.
-const RESERVED_HEADERS: [&str; 3] = ["baggage", "tracestate", "content-type"];
 
 pub fn trust(raw: RawTrust) -> Result<Trust, ConfigError> {
     if raw.sources.is_empty() {
