@@ -26,6 +26,7 @@ use sandbox_router::core::key::{is_valid_key, RoutingKey, MAX_KEY_LEN};
 use sandbox_router::core::names::{normalize_host, split_authority};
 use sandbox_router::core::request::{scan, KeySearch};
 use sandbox_router::core::router::{BaselineReason, Decision, Router, Target};
+use sandbox_router::core::slots::{Slots, MAX_HOLDERS};
 
 #[test]
 fn runs_on_the_expected_word_size() {
@@ -469,12 +470,16 @@ fn bucket_extremes_do_not_overflow() {
             let mut cell = BudgetCell {
                 micro_tokens: stored,
                 refilled_at_ns: from,
-                in_flight: u32::MAX,
+                slots: Slots::default(),
             };
+            for _ in 0..3 {
+                cell.slots.take(u64::MAX);
+            }
+            let slots = cell.slots;
             cell.refill(&limit, to);
             assert!(cell.micro_tokens <= capacity);
             assert_eq!(cell.refilled_at_ns, to);
-            assert_eq!(cell.in_flight, u32::MAX);
+            assert_eq!(cell.slots, slots);
             assert_eq!(cell.remaining_tokens(), cell.micro_tokens / MICRO);
             let _ = cell.seconds_until_full(&limit);
             let _ = cell.seconds_until_token(&limit);
@@ -496,12 +501,15 @@ fn bucket_rejects_nonsense_limits_and_cells() {
         assert!(RateLimit::new(rps, 1).is_none(), "{rps}");
     }
     assert!(RateLimit::new(1.0, 0).is_none());
-    let cell = BudgetCell {
+    let mut cell = BudgetCell {
         micro_tokens: u64::MAX,
         refilled_at_ns: u64::MAX - 1,
-        in_flight: u32::MAX,
+        slots: Slots::default(),
     };
-    assert_eq!(BudgetCell::decode(&cell.encode()), Some(cell));
+    for vm in 0..MAX_HOLDERS as u64 {
+        cell.slots.take(u64::MAX - vm);
+    }
+    assert_eq!(BudgetCell::decode(cell.encode().as_bytes()), Some(cell));
     for len in [0, 19, 21, 40] {
         assert_eq!(BudgetCell::decode(&vec![0xff; len]), None, "{len}");
     }

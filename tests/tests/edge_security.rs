@@ -1,12 +1,19 @@
 //! The edge holds (issue 16): a key an instrumented app would read never gets past a trust
-//! point, and routing agrees with what apps read. The oracle is the real OpenTelemetry Python
-//! W3C baggage propagator (`tests/otel/baggage.py`), not hand-written expectations.
+//! point, and routing agrees with what apps read (the oracle is the real OpenTelemetry Python
+//! W3C baggage propagator, `tests/otel/baggage.py`, not hand-written expectations); and no guard
+//! lapses: expired sandboxes, method overrides and upgrades, a VM that fails with slots taken.
 
 use integration_tests::audit;
 use integration_tests::expect::{self, answered_by};
 use integration_tests::otel::{app_views, AppView};
-use integration_tests::sandbox::{self, SandboxOptions, KEY, PAYMENT_BASELINE, PAYMENT_SANDBOX};
-use integration_tests::{Protocol, SandboxEnv, TestRequest};
+use std::time::{Duration, Instant};
+
+use integration_tests::sandbox::{
+    self, FailurePolicy, SandboxOptions, CATALOG_BASELINE, KEY, PAYMENT_BASELINE, PAYMENT_SANDBOX,
+};
+use integration_tests::upstream::DELAY_HEADER;
+use integration_tests::{paths, Protocol, SandboxEnv, TestRequest};
+use serde_json::json;
 
 /// Member spellings that OpenTelemetry Python (and, for the `%XX` ones, JavaScript's
 /// `decodeURIComponent`) reads as `sandbox=feature-x`, each next to an unrelated member.
@@ -151,4 +158,215 @@ async fn properties_are_metadata_even_where_python_keeps_them_in_the_value() {
         .send(TestRequest::get("payment", "/").header("baggage", &reinjected))
         .await;
     expect::baseline_at(&response, PAYMENT_BASELINE, &[expect::INVALID_KEY]);
+}
+
+// ---- guards that must not lapse ----
+
+/// The default configuration with these fields set on sandbox `feature-x`.
+fn feature_x_with(fields: serde_json::Value) -> serde_json::Value {
+    let mut config = sandbox::default_filter_config();
+    for (name, value) in fields.as_object().expect("an object of fields") {
+        config["sandboxes"][KEY][name.as_str()] = value.clone();
+    }
+    config
+}
+
+async fn start_with_config(config: serde_json::Value) -> SandboxEnv {
+    SandboxEnv::start_with(SandboxOptions {
+        filter_config: Some(config),
+        audit_log: true,
+        ..SandboxOptions::default()
+    })
+    .await
+}
+
+/// Finding 2: an expired sandbox keeps its write guard and its budget (before, its key was an
+/// unknown key: the POST below got 200 and nothing was limited).
+#[tokio::test]
+async fn an_expired_sandbox_keeps_its_write_guard_and_budget() {
+    let env = start_with_config(feature_x_with(json!({
+        "expires_at": "2020-01-01T00:00:00Z",
+        "baseline_writes": "deny",
+        "rate_limit": { "requests_per_second": 0.001, "burst": 2 }
+    })))
+    .await;
+    let keyed = |method: &str, authority: &str| {
+        TestRequest::new(method.parse().unwrap(), authority, "/orders")
+            .header("baggage", "sandbox=feature-x")
+    };
+    // A write to a baseline service, the one it used to override included: 403.
+    for authority in ["catalog", "payment"] {
+        let response = env.send(keyed("POST", authority)).await;
+        assert_eq!(response.status, 403, "{authority}: {response:?}");
+        assert!(
+            response.body_text().contains("may not send POST requests"),
+            "{response:?}"
+        );
+    }
+    assert_eq!(env.upstream(CATALOG_BASELINE).request_count(), 0);
+    // Reads go to the baseline, within the budget: 2, then 429.
+    for _ in 0..2 {
+        let response = env.send(keyed("GET", "payment")).await;
+        expect::baseline_at(&response, PAYMENT_BASELINE, &["expired"]);
+    }
+    let response = env.send(keyed("GET", "payment")).await;
+    assert_eq!(response.status, 429, "{response:?}");
+    assert_eq!(
+        response.header("x-sandbox-router-limited").as_deref(),
+        Some(KEY)
+    );
+    let records = env
+        .audit_log()
+        .wait_for_records(5, audit::DEFAULT_WAIT)
+        .await;
+    let decisions: Vec<&str> = records
+        .iter()
+        .map(|r| r["sandbox_router"]["decision"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            "write_denied",
+            "write_denied",
+            "expired",
+            "expired",
+            "rate_limited"
+        ]
+    );
+}
+
+/// Finding 7: a read method with a method-override header, or a protocol upgrade, is a write.
+#[tokio::test]
+async fn method_overrides_and_upgrades_are_writes_under_deny() {
+    // Envoy passes WebSocket upgrades to the filters only where the listener allows them.
+    let env = SandboxEnv::start_with(SandboxOptions {
+        filter_config: Some(feature_x_with(json!({ "baseline_writes": "deny" }))),
+        hcm_options: vec![(
+            "upgrade_configs".to_owned(),
+            json!([{ "upgrade_type": "websocket" }]),
+        )],
+        ..SandboxOptions::default()
+    })
+    .await;
+    let keyed_get = || TestRequest::get("catalog", "/items").header("baggage", "sandbox=feature-x");
+    for (name, value) in [
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "PUT"),
+        ("x-method-override", "patch"),
+    ] {
+        let response = env.send(keyed_get().header(name, value)).await;
+        assert_eq!(response.status, 403, "{name}: {response:?}");
+        assert!(
+            response
+                .body_text()
+                .contains(&format!("may not send {value} requests")),
+            "{response:?}"
+        );
+    }
+    // A WebSocket upgrade opens a channel the guard cannot see into.
+    let response = env
+        .send(
+            keyed_get()
+                .http1()
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket"),
+        )
+        .await;
+    assert_eq!(response.status, 403, "{response:?}");
+    assert!(
+        response.body_text().contains("may not send protocol upgrade"),
+        "{response:?}"
+    );
+    // An override naming a read is a read.
+    let response = env
+        .send(keyed_get().header("x-http-method-override", "GET"))
+        .await;
+    expect::baseline_at(&response, CATALOG_BASELINE, &[expect::NO_OVERRIDE]);
+    assert_eq!(env.upstream(CATALOG_BASELINE).request_count(), 1);
+}
+
+/// Finding 8: a path longer than the record keeps is cut visibly.
+#[tokio::test]
+async fn a_long_path_is_cut_with_a_marker_in_the_audit_record() {
+    let env = start_with_config(sandbox::default_filter_config()).await;
+    let path = format!("/{}", "p".repeat(599));
+    let response = env
+        .send(TestRequest::get("payment", &path).header("baggage", "sandbox=feature-x"))
+        .await;
+    expect::routed_to(&response, PAYMENT_SANDBOX);
+    let records = env
+        .audit_log()
+        .wait_for_records(1, audit::DEFAULT_WAIT)
+        .await;
+    let recorded = records[0]["sandbox_router"]["path"].as_str().unwrap();
+    assert_eq!(recorded, format!("{}…", &path[..512]));
+}
+
+/// Finding 3: a VM that fails while a request holds an in-flight slot does not keep the slot
+/// for good. Before, every keyed request of the sandbox got 429 long after the reload.
+#[tokio::test]
+async fn the_slot_of_a_request_on_a_failed_vm_is_reclaimed() {
+    let env = SandboxEnv::start_with(SandboxOptions {
+        filter_config: Some(feature_x_with(json!({ "max_in_flight": 1 }))),
+        failure_policy: FailurePolicy::FailReload,
+        wasm: Some(paths::fault_injection_wasm()),
+        concurrency: 1,
+        ..SandboxOptions::default()
+    })
+    .await;
+    let keyed = || TestRequest::get("payment", "/orders").header("baggage", "sandbox=feature-x");
+    // A slow keyed request takes the one slot, and keeps its connection for 60 s.
+    let addr = env.addr();
+    let slow = tokio::spawn(
+        keyed()
+            .header(DELAY_HEADER, "60000")
+            .timeout(Duration::from_secs(90))
+            .try_send(addr),
+    );
+    poll_until(Duration::from_secs(10), || async {
+        env.upstream(PAYMENT_SANDBOX).request_count() == 1
+    })
+    .await;
+    let response = env.send(keyed()).await;
+    assert_eq!(response.status, 429, "the cap holds: {response:?}");
+    // The VM traps; FAIL_RELOAD brings a new one after its backoff.
+    let response = env
+        .send(TestRequest::get("catalog", "/").header("x-sandbox-router-fault", "trap"))
+        .await;
+    assert_eq!(response.status, 503, "{response:?}");
+    let trapped = Instant::now();
+    // The slow request is still in progress upstream, but its VM is gone: once the dead VM's
+    // heartbeat is 5 s old, the new VM reclaims the slot.
+    let recovered = poll_until(Duration::from_secs(20), || async {
+        let response = env.send(keyed()).await;
+        response.status == 200 && response.upstream().as_deref() == Some(PAYMENT_SANDBOX)
+    })
+    .await;
+    let waited = trapped.elapsed();
+    assert!(
+        recovered <= Duration::from_secs(20) && waited >= Duration::from_secs(4),
+        "recovered after {waited:?}: the slot must be held while its VM might be alive"
+    );
+    assert!(!slow.is_finished(), "the slow request is still in progress");
+    slow.abort();
+}
+
+/// Polls `condition` every 100 ms until it holds; panics after `deadline`. Returns how long it
+/// took.
+async fn poll_until<F, Fut>(deadline: Duration, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if condition().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -53,7 +53,11 @@ fuzz_target!(|data: &[u8]| {
         );
         assert_ne!(whole, Expect::Absent, "whole_value never says Absent");
     }
-    if !header.contains(&b'%') {
+    // Nothing to decode (no escape, no `+`, only printable ASCII, SP and HTAB): both agree.
+    let plain = header
+        .iter()
+        .all(|&b| (b.is_ascii_graphic() && b != b'%' && b != b'+') || b == b' ' || b == b'\t');
+    if plain {
         assert_eq!(whole_value(header, false), whole_value(header, true));
     }
 
@@ -75,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
     // A found key survives being percent-encoded byte by byte.
     if let Expect::Key(key) = &baggage {
         let encoded: String = key.iter().map(|b| format!("%{b:02X}")).collect();
-        let decoded = RoutingKey::from_percent_encoded(encoded.as_bytes());
+        let decoded = RoutingKey::from_encoded(encoded.as_bytes());
         assert_eq!(decoded.map(|k| k.as_bytes().to_vec()).as_ref(), Some(key));
     }
 });

@@ -6,7 +6,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use sandbox_router::core::bucket::{BudgetCell, RateLimit, CELL_LEN, MICRO};
+use sandbox_router::core::bucket::{BudgetCell, RateLimit, MICRO};
 
 const NANOS: u128 = 1_000_000_000;
 
@@ -110,17 +110,23 @@ fuzz_target!(|input: Input| {
     assert_eq!(micro, Some(limit.micro_per_second), "{text}");
     assert!((limit.micro_per_second as f64 / 1e6 - rps).abs() <= 1e-6);
 
-    // Shared data is untrusted: decode only what has the exact length, and round-trip it.
+    // Shared data is untrusted: decode only an exact encoding (16 bytes of bucket, a holder
+    // count, 12 bytes per holder), and round-trip it.
     let decoded = BudgetCell::decode(&input.stored);
-    assert_eq!(decoded.is_some(), input.stored.len() == CELL_LEN);
+    let holders = input
+        .stored
+        .get(16..20)
+        .map(|n| u32::from_le_bytes(n.try_into().unwrap()) as usize);
+    let exact = holders.is_some_and(|n| n <= 64 && input.stored.len() == 20 + 12 * n);
+    assert_eq!(decoded.is_some(), exact);
     if let Some(cell) = decoded {
-        assert_eq!(cell.encode().as_slice(), input.stored.as_slice());
+        assert_eq!(cell.encode().as_bytes(), input.stored.as_slice());
     }
     let fresh = BudgetCell::full(Some(&limit), input.start_ns);
     assert_eq!(u128::from(fresh.micro_tokens), capacity(&limit));
     assert_eq!(BudgetCell::full(None, input.start_ns).micro_tokens, 0);
     let mut cell = decoded.unwrap_or(fresh);
-    let in_flight = cell.in_flight;
+    let in_flight = cell.slots;
 
     let mut now = input.start_ns;
     // Tokens available = what the cell held (at most capacity after the first refill) plus
@@ -139,7 +145,7 @@ fuzz_target!(|input: Input| {
         }
         cell.refill(&limit, now);
         assert_eq!(cell.refilled_at_ns, now);
-        assert_eq!(cell.in_flight, in_flight, "refill touched in_flight");
+        assert_eq!(cell.slots, in_flight, "refill touched the in-flight slots");
         assert!(
             u128::from(cell.micro_tokens) <= capacity(&limit),
             "over burst"

@@ -10,9 +10,14 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sandbox_router::core::bucket::{BudgetCell, RateLimit, MICRO};
 use sandbox_router::core::guard::{
-    admit, ensure_cell, release, Budget, SetError, Store, StoreUnavailable, Verdict,
-    MAX_ADMIT_ATTEMPTS, MAX_RELEASE_ATTEMPTS,
+    admit, beat, ensure_cell, heartbeat_key, release, Budget, SetError, Store, StoreUnavailable,
+    Verdict, MAX_ADMIT_ATTEMPTS, MAX_RELEASE_ATTEMPTS,
 };
+use sandbox_router::core::slots::{Slots, VmId};
+
+/// This VM, and another worker's VM whose requests hold slots in the races below.
+const US: VmId = 1;
+const OTHER: VmId = 2;
 
 /// What the store does on one call.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -20,7 +25,7 @@ enum Mischief {
     None,
     /// Another worker writes between our get and set (our set then loses its CAS).
     Race {
-        in_flight: u32,
+        in_flight: u8,
         micro_tokens: u64,
     },
     Fail,
@@ -30,6 +35,8 @@ enum Mischief {
 
 struct FuzzStore {
     value: Option<(Vec<u8>, u32)>,
+    /// Heartbeats, by key: both VMs stay alive.
+    beats: Vec<(String, Vec<u8>)>,
     next_cas: u32,
     mischief: VecDeque<Mischief>,
     gets: u32,
@@ -57,10 +64,17 @@ impl FuzzStore {
 }
 
 impl Store for FuzzStore {
-    fn get(&mut self, _key: &str) -> Result<(Option<BudgetCell>, u32), StoreUnavailable> {
+    fn get<T>(
+        &mut self,
+        key: &str,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<(Option<T>, u32), StoreUnavailable> {
+        if let Some((_, beat)) = self.beats.iter().find(|(k, _)| k == key) {
+            return Ok((read(beat), 1));
+        }
         self.gets += 1;
         let found = match &self.value {
-            Some((v, cas)) => (BudgetCell::decode(v), *cas),
+            Some((v, cas)) => (read(v), *cas),
             None => (None, 0),
         };
         match self.next() {
@@ -70,13 +84,16 @@ impl Store for FuzzStore {
                 in_flight,
                 micro_tokens,
             } => {
-                let cell = BudgetCell {
+                let mut cell = BudgetCell {
                     micro_tokens,
                     refilled_at_ns: 0,
-                    in_flight,
+                    slots: Slots::default(),
                 };
+                for _ in 0..in_flight {
+                    cell.slots.take(OTHER);
+                }
                 let cas = self.bump();
-                self.value = Some((cell.encode().to_vec(), cas));
+                self.value = Some((cell.encode().as_bytes().to_vec(), cas));
             }
             Mischief::Garbage(n) => {
                 let cas = self.bump();
@@ -86,7 +103,12 @@ impl Store for FuzzStore {
         Ok(found)
     }
 
-    fn set(&mut self, _key: &str, cell: &BudgetCell, cas: u32) -> Result<(), SetError> {
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
+        if key.starts_with("sandbox-router/vm/") {
+            self.beats.retain(|(k, _)| k != key);
+            self.beats.push((key.to_owned(), value.to_vec()));
+            return Ok(());
+        }
         self.sets += 1;
         if let Some((_, current)) = &self.value {
             if cas != 0 && cas != *current {
@@ -97,7 +119,7 @@ impl Store for FuzzStore {
             return Err(SetError::Failed);
         }
         let next = self.bump();
-        self.value = Some((cell.encode().to_vec(), next));
+        self.value = Some((value.to_vec(), next));
         Ok(())
     }
 }
@@ -132,6 +154,7 @@ fuzz_target!(|input: Input| {
     };
     let mut store = FuzzStore {
         value: None,
+        beats: Vec::new(),
         next_cas: 0,
         mischief: input.mischief.iter().copied().take(256).collect(),
         gets: 0,
@@ -139,6 +162,14 @@ fuzz_target!(|input: Input| {
         misbehaved: false,
     };
     let mut now = input.start_ns;
+    // Time only moves forward here, and both VMs beat at the latest time: neither is dead.
+    let beat_far_ahead = |store: &mut FuzzStore| {
+        for vm in [US, OTHER] {
+            beat(store, vm, u64::MAX).unwrap();
+        }
+    };
+    beat_far_ahead(&mut store);
+    assert!(store.beats.iter().any(|(k, _)| *k == heartbeat_key(US)));
     let mut held: u32 = 0; // slots we hold, by our own count
     let mut taken: u128 = 0;
     let mut earned: u128 = rate.map_or(0, |r| u128::from(r.burst) * u128::from(MICRO));
@@ -151,7 +182,7 @@ fuzz_target!(|input: Input| {
                 assert!(store.gets - gets <= 1 && store.sets - sets <= 1);
             }
             Op::Release => {
-                let released = release(&mut store, &budget.store_key);
+                let released = release(&mut store, &budget.store_key, US);
                 assert!(store.gets - gets <= MAX_RELEASE_ATTEMPTS);
                 if released && held > 0 {
                     held -= 1;
@@ -160,7 +191,7 @@ fuzz_target!(|input: Input| {
             Op::Admit { advance_ns } => {
                 now = now.saturating_add(u64::from(*advance_ns));
                 let before = store.cell();
-                let verdict = admit(&mut store, &budget, now);
+                let verdict = admit(&mut store, &budget, now, US);
                 assert!(store.gets - gets <= MAX_ADMIT_ATTEMPTS);
                 assert!(store.sets - sets <= MAX_ADMIT_ATTEMPTS);
                 match verdict {
@@ -205,9 +236,9 @@ fuzz_target!(|input: Input| {
         // With a store that never misbehaved, the cell is exactly our own accounting.
         if !store.misbehaved {
             if let Some(cell) = store.cell() {
-                assert_eq!(cell.in_flight, held, "in-flight count drifted");
+                assert_eq!(cell.in_flight(), held, "in-flight count drifted");
                 if let Some(max) = budget.max_in_flight {
-                    assert!(cell.in_flight <= max);
+                    assert!(cell.in_flight() <= max);
                 }
             }
             assert!(

@@ -39,24 +39,6 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// `%XX` decoding that fails on any malformed escape.
-pub fn strict_percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = hex(*bytes.get(i + 1)?)?;
-            let lo = hex(*bytes.get(i + 2)?)?;
-            out.push(hi * 16 + lo);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
 /// `%XX` decoding that keeps a malformed escape as it is.
 pub fn lossy_percent_decode(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -130,8 +112,27 @@ impl Expect {
     }
 }
 
+/// A member name or value as an instrumented app reads it (OpenTelemetry Python:
+/// `unquote_plus(text).strip()`): `+` is a space, `%XX` a byte (a malformed escape stays), the
+/// bytes are UTF-8 (else nothing matches), and Python's whitespace (plus U+FEFF) is trimmed.
+pub fn app_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let plus_as_space: Vec<u8> = bytes
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let text = String::from_utf8(lossy_percent_decode(&plus_as_space)).ok()?;
+    let python_space = |c: char| {
+        c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c) || c == '\u{feff}'
+    };
+    Some(text.trim_matches(python_space).as_bytes().to_vec())
+}
+
 fn decoded_key(value: &[u8]) -> Option<Vec<u8>> {
-    strict_percent_decode(&trim_ows(value)).filter(|k| is_well_formed_key(k))
+    app_decode(value).filter(|k| is_well_formed_key(k))
+}
+
+fn is_member_name(raw: &[u8], name: &[u8]) -> bool {
+    app_decode(raw).is_some_and(|decoded| decoded == name)
 }
 
 fn literal_key(value: &[u8]) -> Option<Vec<u8>> {
@@ -146,21 +147,21 @@ pub fn oracle_baggage(header: &[u8], name: &[u8]) -> Expect {
         let Some(eq) = key_value.iter().position(|&b| b == b'=') else {
             continue;
         };
-        if trim_ows(&key_value[..eq]) == name {
+        if is_member_name(&key_value[..eq], name) {
             candidates.push(decoded_key(&key_value[eq + 1..]));
         }
     }
     Expect::from_candidates(candidates)
 }
 
-/// W3C tracestate: `vendor=value` list members, values opaque.
+/// W3C tracestate: `vendor=value` list members (names as in baggage), values opaque.
 pub fn oracle_tracestate(header: &[u8], name: &[u8]) -> Expect {
     let mut candidates = Vec::new();
     for member in header.split(|&b| b == b',') {
         let Some(eq) = member.iter().position(|&b| b == b'=') else {
             continue;
         };
-        if trim_ows(&member[..eq]) == name {
+        if is_member_name(&member[..eq], name) {
             candidates.push(literal_key(&member[eq + 1..]));
         }
     }
@@ -186,8 +187,18 @@ pub fn oracle_scan(settings: &Settings, headers: &[(Vec<u8>, Vec<u8>)]) -> Expec
     let reserved = |name: &[u8]| {
         matches!(
             name,
-            b":authority" | b":method" | b":path" | b"content-type" | b"baggage" | b"tracestate"
+            b":authority"
+                | b":method"
+                | b":path"
+                | b"content-type"
+                | b"baggage"
+                | b"tracestate"
+                | b"upgrade"
+                | b"x-http-method-override"
+                | b"x-http-method"
+                | b"x-method-override"
         ) || lower(name) == cluster
+            || (!settings.key_header.is_empty() && lower(name) == lower(&settings.key_header))
     };
     let carriers = &settings.carriers;
     let mut ranked: Vec<Vec<Expect>> = Vec::new();
@@ -200,7 +211,8 @@ pub fn oracle_scan(settings: &Settings, headers: &[(Vec<u8>, Vec<u8>)]) -> Expec
                 .collect(),
         );
     }
-    for member in &carriers.baggage {
+    let kinds = carriers.kinds;
+    for member in carriers.baggage.iter().filter(|_| kinds.baggage) {
         ranked.push(
             headers
                 .iter()
@@ -210,7 +222,8 @@ pub fn oracle_scan(settings: &Settings, headers: &[(Vec<u8>, Vec<u8>)]) -> Expec
         );
     }
     let is_plain = |n: &[u8]| carriers.headers.iter().any(|h| lower(h) == lower(n));
-    for prefix in [&b"ot-baggage-"[..], b"uberctx-"] {
+    let prefixes = [(kinds.ot_baggage, &b"ot-baggage-"[..]), (kinds.uberctx, b"uberctx-")];
+    for (_, prefix) in prefixes.into_iter().filter(|(on, _)| *on) {
         for member in &carriers.baggage {
             let mut wanted = prefix.to_vec();
             wanted.extend_from_slice(&lower(member));
@@ -223,7 +236,7 @@ pub fn oracle_scan(settings: &Settings, headers: &[(Vec<u8>, Vec<u8>)]) -> Expec
             );
         }
     }
-    for member in &carriers.baggage {
+    for member in carriers.baggage.iter().filter(|_| kinds.tracestate) {
         ranked.push(
             headers
                 .iter()

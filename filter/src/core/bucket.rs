@@ -2,6 +2,8 @@
 //! micro-tokens, time in nanoseconds, products in u128, so no input can overflow, and time
 //! going backwards or jumping forward never hands out more than `burst` at once.
 
+use super::slots::{CellBytes, Slots};
+
 pub const MICRO: u64 = 1_000_000;
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
@@ -55,10 +57,9 @@ impl RateLimit {
 pub struct BudgetCell {
     pub micro_tokens: u64,
     pub refilled_at_ns: u64,
-    pub in_flight: u32,
+    /// In-flight slots, by the VM that holds them.
+    pub slots: Slots,
 }
-
-pub const CELL_LEN: usize = 20;
 
 impl BudgetCell {
     /// A fresh cell: a full bucket, nothing in flight.
@@ -66,29 +67,30 @@ impl BudgetCell {
         BudgetCell {
             micro_tokens: limit.map_or(0, RateLimit::capacity),
             refilled_at_ns: now_ns,
-            in_flight: 0,
+            slots: Slots::default(),
         }
     }
 
-    pub fn encode(&self) -> [u8; CELL_LEN] {
-        let mut out = [0u8; CELL_LEN];
-        let (tokens, rest) = out.split_at_mut(8);
-        let (time, in_flight) = rest.split_at_mut(8);
-        tokens.copy_from_slice(&self.micro_tokens.to_le_bytes());
-        time.copy_from_slice(&self.refilled_at_ns.to_le_bytes());
-        in_flight.copy_from_slice(&self.in_flight.to_le_bytes());
+    /// Slots taken by every VM.
+    pub fn in_flight(&self) -> u32 {
+        self.slots.total()
+    }
+
+    /// `micro_tokens: u64`, `refilled_at_ns: u64`, then the slots ([`Slots::encode_into`]).
+    pub fn encode(&self) -> CellBytes {
+        let mut out = CellBytes::new();
+        out.push(&self.micro_tokens.to_le_bytes());
+        out.push(&self.refilled_at_ns.to_le_bytes());
+        self.slots.encode_into(&mut out);
         out
     }
 
     /// `None` for anything that is not a cell this filter wrote.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != CELL_LEN {
-            return None;
-        }
         Some(BudgetCell {
             micro_tokens: u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?),
             refilled_at_ns: u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?),
-            in_flight: u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?),
+            slots: Slots::decode(bytes.get(16..)?)?,
         })
     }
 
@@ -235,7 +237,7 @@ mod tests {
         let mut cell = BudgetCell {
             micro_tokens: u64::MAX,
             refilled_at_ns: 0,
-            in_flight: u32::MAX,
+            slots: Slots::default(),
         };
         cell.refill(&l, u64::MAX);
         assert_eq!(cell.micro_tokens, u64::from(u32::MAX) * MICRO);
@@ -247,13 +249,16 @@ mod tests {
 
     #[test]
     fn encodes_and_decodes() {
-        let cell = BudgetCell {
+        let mut cell = BudgetCell {
             micro_tokens: 7,
             refilled_at_ns: 9,
-            in_flight: 3,
+            slots: Slots::default(),
         };
-        assert_eq!(BudgetCell::decode(&cell.encode()), Some(cell));
+        cell.slots.take(42);
+        assert_eq!(BudgetCell::decode(cell.encode().as_bytes()), Some(cell));
         assert_eq!(BudgetCell::decode(&[0; 19]), None);
         assert_eq!(BudgetCell::decode(b""), None);
+        // The cell of an earlier version (20 bytes) with nothing in flight reads as empty.
+        assert_eq!(BudgetCell::decode(&[0; 20]).map(|c| c.in_flight()), Some(0));
     }
 }

@@ -4,8 +4,13 @@
 //! When the retries run out (other workers won every race) or the store fails, the request is
 //! rejected: the guard fails closed for sandbox traffic only, never for baseline traffic, which
 //! never reaches it.
+//!
+//! In-flight slots are held by VM instances ([`super::slots`]): a request at the cap first
+//! reclaims the slots of VMs whose heartbeat stopped, so a VM that failed with requests in
+//! progress cannot keep their slots taken.
 
 use super::bucket::{BudgetCell, RateLimit};
+use super::slots::VmId;
 
 /// Attempts at one admission before giving up.
 pub const MAX_ADMIT_ATTEMPTS: u32 = 16;
@@ -38,9 +43,56 @@ pub enum SetError {
 /// non-zero CAS token that changes on each write; `set` with CAS 0 writes unconditionally,
 /// with any other CAS only if it still matches.
 pub trait Store {
-    /// The cell under `key` (`None` if absent or not a cell) and its CAS token (0 if absent).
-    fn get(&mut self, key: &str) -> Result<(Option<BudgetCell>, u32), StoreUnavailable>;
-    fn set(&mut self, key: &str, cell: &BudgetCell, cas: u32) -> Result<(), SetError>;
+    /// The value under `key` as `read` makes it out (`None` if absent or unreadable) and its
+    /// CAS token (0 if absent).
+    fn get<T>(
+        &mut self,
+        key: &str,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<(Option<T>, u32), StoreUnavailable>;
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError>;
+}
+
+/// A VM whose heartbeat is older than this is dead, and its in-flight slots are reclaimed. Each
+/// VM beats on every tick (250 ms); a worker stalled for this long is taken for dead, and the
+/// cap may then briefly be exceeded by its requests: the safe side of a leak that would refuse
+/// the sandbox for good.
+pub const DEAD_AFTER_NS: u64 = 5_000_000_000;
+
+/// Shared-data key of a VM's heartbeat.
+pub fn heartbeat_key(vm: VmId) -> String {
+    format!("sandbox-router/vm/{vm:016x}")
+}
+
+/// Records that `vm` is alive at `now_ns`.
+pub fn beat(store: &mut impl Store, vm: VmId, now_ns: u64) -> Result<(), SetError> {
+    store.set(&heartbeat_key(vm), &now_ns.to_le_bytes(), 0)
+}
+
+/// Whether `vm`'s heartbeat stopped. A store that cannot tell keeps the holder alive.
+fn is_dead(store: &mut impl Store, vm: VmId, now_ns: u64) -> bool {
+    let read = |bytes: &[u8]| bytes.try_into().ok().map(u64::from_le_bytes);
+    match store.get(&heartbeat_key(vm), read) {
+        Ok((Some(beat), _)) => now_ns.saturating_sub(beat) > DEAD_AFTER_NS,
+        Ok((None, _)) => true,
+        Err(StoreUnavailable) => false,
+    }
+}
+
+fn get_cell(
+    store: &mut impl Store,
+    key: &str,
+) -> Result<(Option<BudgetCell>, u32), StoreUnavailable> {
+    store.get(key, BudgetCell::decode)
+}
+
+fn set_cell(
+    store: &mut impl Store,
+    key: &str,
+    cell: &BudgetCell,
+    cas: u32,
+) -> Result<(), SetError> {
+    store.set(key, cell.encode().as_bytes(), cas)
 }
 
 /// The rate-limit figures a response reports (`x-ratelimit-*`).
@@ -83,9 +135,11 @@ impl Verdict {
     }
 }
 
-pub fn admit(store: &mut impl Store, budget: &Budget, now_ns: u64) -> Verdict {
+/// Admits one request of `budget`'s sandbox, taking its in-flight slot (if capped) for `vm`.
+pub fn admit(store: &mut impl Store, budget: &Budget, now_ns: u64, vm: VmId) -> Verdict {
+    let mut looked_for_dead = false;
     for _ in 0..MAX_ADMIT_ATTEMPTS {
-        let Ok((stored, cas)) = store.get(&budget.store_key) else {
+        let Ok((stored, cas)) = get_cell(store, &budget.store_key) else {
             return Verdict::Unavailable;
         };
         let mut cell = stored.unwrap_or_else(|| BudgetCell::full(budget.rate.as_ref(), now_ns));
@@ -93,7 +147,19 @@ pub fn admit(store: &mut impl Store, budget: &Budget, now_ns: u64) -> Verdict {
             cell.refill(rate, now_ns);
         }
         if let Some(max) = budget.max_in_flight {
-            if cell.in_flight >= max {
+            if cell.in_flight() >= max && !looked_for_dead {
+                // Once per admission: the heartbeats are read only at the cap.
+                looked_for_dead = true;
+                let freed = cell
+                    .slots
+                    .reclaim(|holder| holder != vm && is_dead(store, holder, now_ns));
+                if freed > 0 && cell.in_flight() >= max {
+                    // Still capped: keep the cleanup for the next request anyway.
+                    let _ = set_cell(store, &budget.store_key, &cell, cas);
+                    continue;
+                }
+            }
+            if cell.in_flight() >= max {
                 return Verdict::InFlightCapped { max_in_flight: max };
             }
         }
@@ -111,10 +177,10 @@ pub fn admit(store: &mut impl Store, budget: &Budget, now_ns: u64) -> Verdict {
             None => None,
         };
         let holds_slot = budget.max_in_flight.is_some();
-        if holds_slot {
-            cell.in_flight = cell.in_flight.saturating_add(1);
+        if holds_slot && !cell.slots.take(vm) {
+            return Verdict::Unavailable;
         }
-        match store.set(&budget.store_key, &cell, cas) {
+        match set_cell(store, &budget.store_key, &cell, cas) {
             Ok(()) => return Verdict::Admitted { quota, holds_slot },
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Failed) => return Verdict::Unavailable,
@@ -127,9 +193,10 @@ pub fn admit(store: &mut impl Store, budget: &Budget, now_ns: u64) -> Verdict {
 /// configuration is applied, so that requests only ever update cells by CAS: a write with CAS 0
 /// is unconditional and could erase another worker's update.
 pub fn ensure_cell(store: &mut impl Store, budget: &Budget, now_ns: u64) -> Result<(), SetError> {
-    match store.get(&budget.store_key) {
+    match get_cell(store, &budget.store_key) {
         Ok((Some(_), _)) => Ok(()),
-        Ok((None, cas)) => store.set(
+        Ok((None, cas)) => set_cell(
+            store,
             &budget.store_key,
             &BudgetCell::full(budget.rate.as_ref(), now_ns),
             cas,
@@ -138,17 +205,17 @@ pub fn ensure_cell(store: &mut impl Store, budget: &Budget, now_ns: u64) -> Resu
     }
 }
 
-/// Gives back the in-flight slot of a request that ended. Returns whether it was released.
-pub fn release(store: &mut impl Store, store_key: &str) -> bool {
+/// Gives back `vm`'s in-flight slot of a request that ended. Returns whether it was released.
+pub fn release(store: &mut impl Store, store_key: &str, vm: VmId) -> bool {
     for _ in 0..MAX_RELEASE_ATTEMPTS {
-        let Ok((stored, cas)) = store.get(store_key) else {
+        let Ok((stored, cas)) = get_cell(store, store_key) else {
             return false;
         };
         let Some(mut cell) = stored else {
             return true;
         };
-        cell.in_flight = cell.in_flight.saturating_sub(1);
-        match store.set(store_key, &cell, cas) {
+        cell.slots.give_back(vm);
+        match set_cell(store, store_key, &cell, cas) {
             Ok(()) => return true,
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Failed) => return false,
@@ -223,12 +290,16 @@ impl FakeStore {
 
 #[cfg(test)]
 impl Store for FakeStore {
-    fn get(&mut self, key: &str) -> Result<(Option<BudgetCell>, u32), StoreUnavailable> {
+    fn get<T>(
+        &mut self,
+        key: &str,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<(Option<T>, u32), StoreUnavailable> {
         if self.fail {
             return Err(StoreUnavailable);
         }
         let found = match self.entries.get(key) {
-            Some((value, cas)) => (BudgetCell::decode(value), *cas),
+            Some((value, cas)) => (read(value), *cas),
             None => (None, 0),
         };
         if let Some(mut interfere) = self.interfere.take() {
@@ -238,8 +309,8 @@ impl Store for FakeStore {
         Ok(found)
     }
 
-    fn set(&mut self, key: &str, cell: &BudgetCell, cas: u32) -> Result<(), SetError> {
-        self.set_raw(key, &cell.encode(), cas)
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
+        self.set_raw(key, value, cas)
     }
 }
 
@@ -250,6 +321,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const SEC: u64 = 1_000_000_000;
+    const VM: VmId = 7;
 
     fn budget(rate: Option<(f64, u32)>, max_in_flight: Option<u32>) -> Budget {
         Budget {
@@ -269,11 +341,11 @@ mod tests {
         let mut store = FakeStore::default();
         let b = budget(Some((5.0, 10)), None);
         let first_second = (0..100)
-            .filter(|_| admitted(admit(&mut store, &b, 0)))
+            .filter(|_| admitted(admit(&mut store, &b, 0, VM)))
             .count();
         assert_eq!(first_second, 10);
         let later = (0..100)
-            .filter(|_| admitted(admit(&mut store, &b, 2 * SEC)))
+            .filter(|_| admitted(admit(&mut store, &b, 2 * SEC, VM)))
             .count();
         assert_eq!(later, 10, "2 s at 5/s refills 10");
     }
@@ -283,7 +355,7 @@ mod tests {
         let mut store = FakeStore::default();
         let b = budget(Some((1.0, 2)), None);
         assert_eq!(
-            admit(&mut store, &b, 0),
+            admit(&mut store, &b, 0, VM),
             Verdict::Admitted {
                 quota: Some(Quota {
                     limit: 2,
@@ -293,9 +365,9 @@ mod tests {
                 holds_slot: false
             }
         );
-        admit(&mut store, &b, 0);
+        admit(&mut store, &b, 0, VM);
         assert_eq!(
-            admit(&mut store, &b, 0),
+            admit(&mut store, &b, 0, VM),
             Verdict::RateLimited {
                 quota: Quota {
                     limit: 2,
@@ -312,19 +384,19 @@ mod tests {
     fn caps_in_flight_and_releases() {
         let mut store = FakeStore::default();
         let b = budget(None, Some(2));
-        assert!(admitted(admit(&mut store, &b, 0)));
-        assert!(admitted(admit(&mut store, &b, 0)));
+        assert!(admitted(admit(&mut store, &b, 0, VM)));
+        assert!(admitted(admit(&mut store, &b, 0, VM)));
         assert_eq!(
-            admit(&mut store, &b, 0),
+            admit(&mut store, &b, 0, VM),
             Verdict::InFlightCapped { max_in_flight: 2 }
         );
-        assert!(release(&mut store, &b.store_key));
-        assert!(admitted(admit(&mut store, &b, 0)));
+        assert!(release(&mut store, &b.store_key, VM));
+        assert!(admitted(admit(&mut store, &b, 0, VM)));
         for _ in 0..5 {
-            release(&mut store, &b.store_key);
+            release(&mut store, &b.store_key, VM);
         }
         assert_eq!(
-            store.cell(&b.store_key).unwrap().in_flight,
+            store.cell(&b.store_key).unwrap().in_flight(),
             0,
             "never below zero"
         );
@@ -334,8 +406,8 @@ mod tests {
     fn a_capped_request_takes_no_token() {
         let mut store = FakeStore::default();
         let b = budget(Some((1.0, 5)), Some(1));
-        assert!(admitted(admit(&mut store, &b, 0)));
-        assert!(!admitted(admit(&mut store, &b, 0)));
+        assert!(admitted(admit(&mut store, &b, 0, VM)));
+        assert!(!admitted(admit(&mut store, &b, 0, VM)));
         assert_eq!(store.cell(&b.store_key).unwrap().remaining_tokens(), 4);
     }
 
@@ -352,10 +424,10 @@ mod tests {
                 // Another worker admits a request between our get and set.
                 let mut cell = store.cell(&key).unwrap();
                 assert!(cell.take_token());
-                store.set_raw(&key, &cell.encode(), 0).unwrap();
+                store.set_raw(&key, cell.encode().as_bytes(), 0).unwrap();
             }
         }));
-        assert!(admitted(admit(&mut store, &b, 0)));
+        assert!(admitted(admit(&mut store, &b, 0, VM)));
         store.interfere = None;
         assert_eq!(
             store.cell(&b.store_key).unwrap().remaining_tokens(),
@@ -368,13 +440,13 @@ mod tests {
     fn gives_up_after_bounded_retries() {
         let mut store = FakeStore::default();
         let b = budget(Some((1.0, 100)), None);
-        admit(&mut store, &b, 0);
+        admit(&mut store, &b, 0, VM);
         let key = b.store_key.to_string();
         store.interfere = Some(Box::new(move |store: &mut FakeStore, _| {
             let cell = store.cell(&key).unwrap();
-            store.set_raw(&key, &cell.encode(), 0).unwrap();
+            store.set_raw(&key, cell.encode().as_bytes(), 0).unwrap();
         }));
-        assert_eq!(admit(&mut store, &b, 0), Verdict::Unavailable);
+        assert_eq!(admit(&mut store, &b, 0, VM), Verdict::Unavailable);
     }
 
     #[test]
@@ -382,10 +454,10 @@ mod tests {
         let mut store = FakeStore::default();
         let b = budget(Some((1.0, 3)), Some(2));
         ensure_cell(&mut store, &b, 0).unwrap();
-        assert!(admitted(admit(&mut store, &b, 0)));
+        assert!(admitted(admit(&mut store, &b, 0, VM)));
         ensure_cell(&mut store, &b, 0).unwrap();
         let cell = store.cell(&b.store_key).unwrap();
-        assert_eq!((cell.remaining_tokens(), cell.in_flight), (2, 1));
+        assert_eq!((cell.remaining_tokens(), cell.in_flight()), (2, 1));
         assert_eq!(store.len(), 1);
     }
 
@@ -396,8 +468,8 @@ mod tests {
             ..FakeStore::default()
         };
         let b = budget(Some((1.0, 1)), None);
-        assert_eq!(admit(&mut store, &b, 0), Verdict::Unavailable);
-        assert!(!release(&mut store, &b.store_key));
+        assert_eq!(admit(&mut store, &b, 0, VM), Verdict::Unavailable);
+        assert!(!release(&mut store, &b.store_key, VM));
     }
 
     #[test]
@@ -405,7 +477,7 @@ mod tests {
         let mut store = FakeStore::default();
         let b = budget(Some((1.0, 3)), None);
         store.set_raw(&b.store_key, b"garbage", 0).unwrap();
-        assert!(admitted(admit(&mut store, &b, 0)));
+        assert!(admitted(admit(&mut store, &b, 0, VM)));
         assert_eq!(store.cell(&b.store_key).unwrap().remaining_tokens(), 2);
     }
 
@@ -425,5 +497,51 @@ mod tests {
         store.next_cas = u32::MAX;
         store.set_raw("k", b"4", 0).unwrap();
         assert_eq!(store.entries["k"].1, 1, "CAS skips 0 when it wraps");
+    }
+
+    #[test]
+    fn slots_of_a_dead_vm_are_reclaimed_at_the_cap() {
+        let mut store = FakeStore::default();
+        let b = budget(None, Some(2));
+        let (dead, alive) = (1, 2);
+        for vm in [dead, alive, VM] {
+            beat(&mut store, vm, 0).unwrap();
+        }
+        assert!(admitted(admit(&mut store, &b, 0, dead)));
+        assert!(admitted(admit(&mut store, &b, 0, alive)));
+        // The holders beat recently: the cap holds.
+        assert_eq!(
+            admit(&mut store, &b, SEC, VM),
+            Verdict::InFlightCapped { max_in_flight: 2 }
+        );
+        // `dead` stops beating; `alive` and we go on.
+        let later = DEAD_AFTER_NS + 2 * SEC;
+        beat(&mut store, alive, later).unwrap();
+        beat(&mut store, VM, later).unwrap();
+        assert!(admitted(admit(&mut store, &b, later, VM)));
+        let cell = store.cell(&b.store_key).unwrap();
+        assert_eq!(cell.in_flight(), 2);
+        assert!(cell.slots.holders().iter().all(|(vm, _)| *vm != dead));
+        // The dead VM's late release (it never comes, but if it did) frees nothing.
+        assert!(release(&mut store, &b.store_key, dead));
+        assert_eq!(store.cell(&b.store_key).unwrap().in_flight(), 2);
+        // A live holder is never reclaimed, however long it holds.
+        assert_eq!(
+            admit(&mut store, &b, later, 3),
+            Verdict::InFlightCapped { max_in_flight: 2 }
+        );
+    }
+
+    #[test]
+    fn a_holder_that_never_beat_is_dead() {
+        let mut store = FakeStore::default();
+        let b = budget(None, Some(1));
+        assert!(admitted(admit(&mut store, &b, 0, 1)));
+        // No heartbeat was ever written for 1: it is dead, and reclaimed.
+        assert!(admitted(admit(&mut store, &b, 0, VM)));
+        assert_eq!(
+            store.cell(&b.store_key).unwrap().slots.holders(),
+            &[(VM, 1)]
+        );
     }
 }

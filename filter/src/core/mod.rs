@@ -15,5 +15,6 @@ pub mod names;
 pub mod policy;
 pub mod request;
 pub mod router;
+pub mod slots;
 pub mod strip;
 pub mod time;

@@ -1,7 +1,6 @@
 //! The guard's store on proxy-wasm shared data (one budget per proxy, shared by every worker),
 //! and the reply a request over budget gets.
 
-use crate::core::bucket::BudgetCell;
 use crate::core::guard::{SetError, Store, StoreUnavailable, Verdict};
 use crate::core::header_map::serialize;
 use crate::core::policy::Label;
@@ -11,16 +10,20 @@ use super::abi;
 pub struct SharedData;
 
 impl Store for SharedData {
-    fn get(&mut self, key: &str) -> Result<(Option<BudgetCell>, u32), StoreUnavailable> {
+    fn get<T>(
+        &mut self,
+        key: &str,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<(Option<T>, u32), StoreUnavailable> {
         match abi::shared_data(key) {
-            Ok(Some((value, cas))) => Ok((BudgetCell::decode(value.bytes()), cas)),
+            Ok(Some((value, cas))) => Ok((read(value.bytes()), cas)),
             Ok(None) => Ok((None, 0)),
             Err(_) => Err(StoreUnavailable),
         }
     }
 
-    fn set(&mut self, key: &str, cell: &BudgetCell, cas: u32) -> Result<(), SetError> {
-        match abi::set_shared_data(key, &cell.encode(), cas) {
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
+        match abi::set_shared_data(key, value, cas) {
             Ok(()) => Ok(()),
             Err(abi::CAS_MISMATCH) => Err(SetError::CasMismatch),
             Err(_) => Err(SetError::Failed),

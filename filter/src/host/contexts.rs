@@ -8,7 +8,8 @@ use crate::core::config::{compile, HostFacts};
 use crate::core::router::Router;
 use hashbrown::HashMap;
 
-use crate::core::guard::ensure_cell;
+use crate::core::guard::{beat, ensure_cell};
+use crate::core::slots::VmId;
 
 use super::abi;
 use super::budget::SharedData;
@@ -17,6 +18,8 @@ use super::metrics::{Metrics, FLUSH_PERIOD_MS};
 use super::stream::{self, StreamState};
 
 pub struct Filter {
+    /// This VM instance: holds the in-flight slots its requests take.
+    vm: VmId,
     roots: HashMap<u32, Option<Rc<Router>>>,
     /// The router of the most recently configured root: what every stream uses unless several
     /// roots coexist (a configuration update in progress), in which case `stream_roots` says.
@@ -28,6 +31,7 @@ pub struct Filter {
 
 thread_local! {
     static FILTER: RefCell<Filter> = RefCell::new(Filter {
+        vm: new_vm_id(),
         roots: HashMap::default(),
         latest: None,
         stream_roots: HashMap::default(),
@@ -48,6 +52,7 @@ pub fn with_filter<T>(fallback: T, f: impl FnOnce(&mut Filter) -> T) -> T {
 impl Filter {
     pub fn configure(&mut self, root_id: u32, size: usize) -> bool {
         logger::follow_host_level();
+        self.beat();
         let configuration = match abi::plugin_configuration(size) {
             Ok(buffer) => buffer,
             Err(status) => {
@@ -95,7 +100,7 @@ impl Filter {
     pub fn delete_context(&mut self, context_id: u32) {
         if !self.streams.is_empty() {
             if let Some(state) = self.streams.remove(&context_id) {
-                stream::finish(state);
+                stream::finish(state, self.vm);
             }
         }
         if !self.stream_roots.is_empty() {
@@ -122,7 +127,7 @@ impl Filter {
         let Some(router) = self.router_for(context_id) else {
             return false;
         };
-        let handled = stream::route_request(&router, &mut self.metrics);
+        let handled = stream::route_request(&router, &mut self.metrics, self.vm);
         if let Some(state) = handled.state {
             self.streams.insert(context_id, state);
         }
@@ -131,6 +136,7 @@ impl Filter {
 
     pub fn on_tick(&mut self) {
         logger::follow_host_level();
+        self.beat();
         self.metrics.flush();
     }
 
@@ -142,6 +148,23 @@ impl Filter {
             stream::decorate_response(state);
         }
     }
+}
+
+impl Filter {
+    /// Tells the other VMs this one is alive, so that they leave its in-flight slots alone.
+    fn beat(&self) {
+        if let Ok(now) = abi::now_nanos() {
+            if beat(&mut SharedData, self.vm, now).is_err() {
+                log::warn!("could not write the heartbeat of VM {:016x}", self.vm);
+            }
+        }
+    }
+}
+
+/// A random id for this VM instance (a VM recreated after a failure gets a new one). Without
+/// randomness, the clock still tells instances apart.
+fn new_vm_id() -> VmId {
+    getrandom::u64().unwrap_or_else(|_| abi::now_nanos().unwrap_or(1))
 }
 
 /// Creates the shared budget cells of the configured sandboxes that lack one; cells of

@@ -8,6 +8,7 @@ use crate::core::header_map::HeaderPairs;
 use crate::core::policy::{evaluate, Evaluation, Label, Rejection};
 use crate::core::request::{scan, KeySearch, RequestScan};
 use crate::core::router::{rewritten_authority, Decision, Router, Sandbox, Settings, Target};
+use crate::core::slots::VmId;
 use crate::core::strip::{strip_plan, HeaderEdit};
 
 use super::abi::{self, MapType};
@@ -36,7 +37,7 @@ pub struct Handled {
 /// Routes the current request. A request without any carrier or cluster header is answered by
 /// probing for those few headers (no copy into the VM, no allocation); any other request
 /// reads its headers once, in one host call.
-pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
+pub fn route_request(router: &Router, metrics: &mut Metrics, vm: VmId) -> Handled {
     let mut handled = Handled {
         state: None,
         answered: false,
@@ -71,7 +72,7 @@ pub fn route_request(router: &Router, metrics: &mut Metrics) -> Handled {
         send_rejection(rejection, request.is_grpc);
         handled.answered = true;
     } else if let Some(sandbox) = evaluation.budget_sandbox() {
-        match guard(sandbox, request.is_grpc) {
+        match guard(sandbox, request.is_grpc, vm) {
             Guarded::Admitted { quota, slot } => {
                 state.quota = quota;
                 state.slot = slot;
@@ -196,12 +197,12 @@ enum Guarded {
 }
 
 /// Every request of a registered sandbox counts against its budget, rerouted or not.
-fn guard(sandbox: &Sandbox, is_grpc: bool) -> Guarded {
+fn guard(sandbox: &Sandbox, is_grpc: bool, vm: VmId) -> Guarded {
     let Some(budget) = &sandbox.budget else {
         return Guarded::Unlimited;
     };
     let verdict = match abi::now_nanos() {
-        Ok(now) => admit(&mut SharedData, budget, now),
+        Ok(now) => admit(&mut SharedData, budget, now, vm),
         Err(_) => Verdict::Unavailable,
     };
     match verdict {
@@ -298,9 +299,9 @@ pub fn decorate_response(state: &StreamState) {
 }
 
 /// The request ended, however it ended (complete, reset, timeout, local reply).
-pub fn finish(state: StreamState) {
+pub fn finish(state: StreamState, vm: VmId) {
     if let Some(slot) = state.slot {
-        if !release(&mut SharedData, &slot) {
+        if !release(&mut SharedData, &slot, vm) {
             log::error!("could not release an in-flight slot of {slot}");
         }
     }
