@@ -1,7 +1,6 @@
 //! A minimal in-memory `http_body::Body` made of a fixed list of frames (data and trailers).
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,10 +8,11 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-/// A body that yields pre-built frames, then ends.
+/// A body that yields pre-built frames, then ends (or fails, breaking the response off).
 #[derive(Debug, Default)]
 pub struct Frames {
     frames: VecDeque<Frame<Bytes>>,
+    fail_at_end: bool,
 }
 
 impl Frames {
@@ -26,7 +26,17 @@ impl Frames {
         if !data.is_empty() {
             frames.push_back(Frame::data(data));
         }
-        Self { frames }
+        Self {
+            frames,
+            fail_at_end: false,
+        }
+    }
+
+    /// Data, then an error: the server resets the stream after the headers went out.
+    pub fn data_then_reset(data: impl Into<Bytes>) -> Self {
+        let mut body = Self::data(data);
+        body.fail_at_end = true;
+        body
     }
 
     /// Data followed by trailers (as a gRPC server answers).
@@ -39,21 +49,29 @@ impl Frames {
 
 impl Body for Frames {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.frames.pop_front().map(Ok))
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.frames.pop_front() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None if self.fail_at_end => {
+                self.fail_at_end = false;
+                Poll::Ready(Some(Err(std::io::Error::other("reset on purpose"))))
+            }
+            None => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_empty()
+        self.frames.is_empty() && !self.fail_at_end
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.frames.iter().all(|f| f.is_data()) {
+        // A body that fails must not announce its length: the cut would look complete.
+        if !self.fail_at_end && self.frames.iter().all(|f| f.is_data()) {
             let len: usize = self
                 .frames
                 .iter()

@@ -43,6 +43,23 @@ pub struct UpstreamOptions {
     pub delay: Option<Duration>,
 }
 
+/// How an upstream answers, switchable while it runs (the circuit-breaker tests make a sandbox
+/// fail on command). Every request is counted, whatever the answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Behavior {
+    /// The echo described in the module docs.
+    #[default]
+    Echo,
+    /// This status, with the echo body (gRPC requests get it too, as a plain HTTP answer).
+    Status(u16),
+    /// A gRPC answer with this status: in the trailers after a message, or trailers-only.
+    GrpcStatus { code: u32, trailers_only: bool },
+    /// `200` and the start of the body, then the stream is reset.
+    ResetAfterHeaders,
+    /// Wait this long before the echo (longer than the route's timeout: Envoy answers 504).
+    Hang(Duration),
+}
+
 /// A running upstream; stops accepting connections when dropped.
 #[derive(Debug)]
 pub struct Upstream {
@@ -50,14 +67,19 @@ pub struct Upstream {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     concurrency: Arc<Concurrency>,
-    accept_task: JoinHandle<()>,
+    shared: Arc<Shared>,
+    /// The accept loop and every connection's task: aborted to refuse connections.
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
+#[derive(Debug)]
 struct Shared {
     name: String,
     options: UpstreamOptions,
     requests: Arc<AtomicUsize>,
     concurrency: Arc<Concurrency>,
+    behavior: std::sync::Mutex<Behavior>,
+    connections: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// Requests being answered right now, and the most seen at once.
@@ -105,15 +127,49 @@ impl Upstream {
             options,
             requests: requests.clone(),
             concurrency: concurrency.clone(),
+            behavior: std::sync::Mutex::new(Behavior::Echo),
+            connections: std::sync::Mutex::new(Vec::new()),
         });
-        let accept_task = tokio::spawn(accept_loop(listener, shared));
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
         Upstream {
             name: name.to_owned(),
             addr,
             requests,
             concurrency,
-            accept_task,
+            shared,
+            tasks: std::sync::Mutex::new(vec![accept_task]),
         }
+    }
+
+    /// Answers from now on as `behavior` says.
+    pub fn behave(&self, behavior: Behavior) {
+        *self.shared.behavior.lock().expect("behavior lock") = behavior;
+    }
+
+    /// Stops listening and drops every open connection (connections are refused), or listens
+    /// again on the same port.
+    pub async fn refuse_connections(&self, refuse: bool) {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for task in tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+        for connection in self
+            .shared
+            .connections
+            .lock()
+            .expect("connections lock")
+            .drain(..)
+        {
+            connection.abort();
+        }
+        if !refuse {
+            let listener = TcpListener::bind(self.addr).await.unwrap_or_else(|e| {
+                panic!("upstream {}: bind {} again: {e}", self.name, self.addr)
+            });
+            tasks.push(tokio::spawn(accept_loop(listener, self.shared.clone())));
+        }
+        *self.tasks.lock().expect("tasks lock") = tasks;
     }
 
     pub fn name(&self) -> &str {
@@ -153,7 +209,12 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.accept_task.abort();
+        if let Ok(tasks) = self.tasks.lock() {
+            tasks.iter().for_each(JoinHandle::abort);
+        }
+        if let Ok(connections) = self.shared.connections.lock() {
+            connections.iter().for_each(tokio::task::AbortHandle::abort);
+        }
     }
 }
 
@@ -163,10 +224,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Ok(conn) => conn,
             Err(_) => continue,
         };
-        let shared = shared.clone();
-        tokio::spawn(async move {
+        let connection_shared = shared.clone();
+        let task = tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let shared = shared.clone();
+                let shared = connection_shared.clone();
                 async move { Ok::<_, Infallible>(answer(&shared, req).await) }
             });
             // Errors here are client-side disconnects; nothing to report.
@@ -174,6 +235,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+        if let Ok(mut connections) = shared.connections.lock() {
+            connections.retain(|c| !c.is_finished());
+            connections.push(task.abort_handle());
+        }
     }
 }
 
@@ -189,7 +254,16 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Frames> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_millis);
-    if let Some(delay) = requested_delay.or(shared.options.delay) {
+    let behavior = shared
+        .behavior
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    let hang = match behavior {
+        Behavior::Hang(duration) => Some(duration),
+        _ => None,
+    };
+    if let Some(delay) = requested_delay.or(hang).or(shared.options.delay) {
         tokio::time::sleep(delay).await;
     }
 
@@ -217,6 +291,41 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Frames> {
         .get(http::header::CONTENT_TYPE)
         .map(|ct| ct.as_bytes().starts_with(b"application/grpc"))
         .unwrap_or(false);
+    match behavior {
+        Behavior::Status(status) => {
+            return response
+                .status(status)
+                .body(Frames::data(format!("{} answers {status}", shared.name)))
+                .expect("valid failing response");
+        }
+        Behavior::GrpcStatus {
+            code,
+            trailers_only: true,
+        } => {
+            return response
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .header("grpc-status", code.to_string())
+                .body(Frames::empty())
+                .expect("valid trailers-only response");
+        }
+        Behavior::GrpcStatus { code, .. } => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from(code));
+            return response
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .body(Frames::data_with_trailers(
+                    Bytes::from_static(&GRPC_EMPTY_MESSAGE),
+                    trailers,
+                ))
+                .expect("valid gRPC response");
+        }
+        Behavior::ResetAfterHeaders => {
+            return response
+                .body(Frames::data_then_reset("the start of a body"))
+                .expect("valid response head");
+        }
+        Behavior::Echo | Behavior::Hang(_) => {}
+    }
     if is_grpc {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", HeaderValue::from_static("0"));

@@ -274,7 +274,9 @@ async fn method_overrides_and_upgrades_are_writes_under_deny() {
         .await;
     assert_eq!(response.status, 403, "{response:?}");
     assert!(
-        response.body_text().contains("may not send protocol upgrade"),
+        response
+            .body_text()
+            .contains("may not send protocol upgrade"),
         "{response:?}"
     );
     // An override naming a read is a read.

@@ -136,7 +136,6 @@ struct Input {
     rps: Option<(u32, u16)>,
     burst: u32,
     max_in_flight: Option<u16>,
-    enforce: bool,
     start_ns: u64,
     ops: Vec<Op>,
     mischief: Vec<Mischief>,
@@ -149,7 +148,6 @@ fuzz_target!(|input: Input| {
     let budget = Budget {
         rate,
         max_in_flight: input.max_in_flight.map(u32::from),
-        enforce: input.enforce,
         store_key: "sandbox-router/budget/fuzz".into(),
     };
     let mut store = FuzzStore {

@@ -16,6 +16,17 @@ pub fn audit_record(
     evaluation: &Evaluation<'_>,
     label: Label,
 ) -> String {
+    audit_record_with_reason(request, evaluation, label, None)
+}
+
+/// [`audit_record`], with the reason given when the label alone does not tell it (a request
+/// an open circuit would have refused, in shadow mode).
+pub fn audit_record_with_reason(
+    request: &RequestScan<'_>,
+    evaluation: &Evaluation<'_>,
+    label: Label,
+    reason_override: Option<&str>,
+) -> String {
     let mut out = String::with_capacity(256);
     out.push('{');
     let key = match request.key {
@@ -60,8 +71,8 @@ pub fn audit_record(
     out.push(',');
     field(&mut out, "decision", Some(label.as_str().as_bytes()));
     out.push(',');
-    let reason = label
-        .budget_details()
+    let reason = reason_override
+        .or(label.budget_details())
         .or(evaluation.reject.as_ref().map(|r| r.details))
         .unwrap_or(reason);
     field(&mut out, "reason", Some(reason.as_bytes()));

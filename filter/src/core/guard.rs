@@ -23,8 +23,6 @@ pub const MAX_RELEASE_ATTEMPTS: u32 = 256;
 pub struct Budget {
     pub rate: Option<RateLimit>,
     pub max_in_flight: Option<u32>,
-    /// `false`: shadow mode, count and log what would be rejected, reject nothing.
-    pub enforce: bool,
     /// The shared-data key of the sandbox's cell.
     pub store_key: Box<str>,
 }
@@ -327,7 +325,6 @@ mod tests {
         Budget {
             rate: rate.map(|(rps, burst)| RateLimit::new(rps, burst).unwrap()),
             max_in_flight,
-            enforce: true,
             store_key: "budget/feature-x".into(),
         }
     }

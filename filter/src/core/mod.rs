@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod baggage;
+pub mod breaker;
 pub mod bucket;
 pub mod cidr;
 pub mod config;

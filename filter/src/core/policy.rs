@@ -22,6 +22,12 @@ pub enum Label {
     ShadowRejected,
     /// The budget store failed or stayed contended; the request was refused.
     BudgetUnavailable,
+    /// The sandbox's circuit breaker is open; the request was refused.
+    CircuitOpen,
+    /// Not a decision: a routed request that the proxy sent to its catch-all passthrough
+    /// cluster (the rewritten authority matched no route), so it reached the original
+    /// destination, the baseline.
+    RoutedToPassthrough,
 }
 
 impl Label {
@@ -34,14 +40,15 @@ impl Label {
         }
     }
 
-    /// Why the budget refused (or, in shadow mode, would have refused) a request, as Envoy
-    /// response code details; `None` for decisions made before the budget.
+    /// Why the budget or the breaker refused (or, in shadow mode, would have refused) a
+    /// request, as Envoy response code details; `None` for decisions made before them.
     pub fn budget_details(self) -> Option<&'static str> {
         match self {
             Label::RateLimited => Some("sandbox_router_rate_limited"),
             Label::InFlightRejected => Some("sandbox_router_in_flight_limited"),
             Label::BudgetUnavailable => Some("sandbox_router_budget_unavailable"),
             Label::ShadowRejected => Some("sandbox_router_over_budget_in_shadow_mode"),
+            Label::CircuitOpen => Some(CIRCUIT_OPEN_DETAILS),
             _ => None,
         }
     }
@@ -59,9 +66,16 @@ impl Label {
             Label::InvalidKey => "invalid_key",
             Label::ShadowRejected => "shadow_rejected",
             Label::BudgetUnavailable => "budget_unavailable",
+            Label::CircuitOpen => "circuit_open",
+            Label::RoutedToPassthrough => "routed_to_passthrough",
         }
     }
 }
+
+/// Response code details of the reply an open circuit gets.
+pub const CIRCUIT_OPEN_DETAILS: &str = "sandbox_router_circuit_open";
+/// Audit reason of a request an open circuit would have refused, in shadow mode.
+pub const CIRCUIT_OPEN_SHADOW_DETAILS: &str = "sandbox_router_circuit_open_in_shadow_mode";
 
 /// A local reply instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]

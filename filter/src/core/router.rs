@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use hashbrown::HashMap;
 
+use super::breaker::BreakerPolicy;
 use super::cidr::Cidr;
 use super::guard::Budget;
 use super::key::RoutingKey;
@@ -163,6 +164,11 @@ pub struct Sandbox {
     pub key: Rc<str>,
     /// `None`: unlimited.
     pub budget: Option<Budget>,
+    /// `None`: no circuit breaker. Shared with the streams whose verdicts it awaits.
+    pub breaker: Option<Rc<BreakerPolicy>>,
+    /// `false`: shadow mode; what the budget or the breaker would refuse is counted and
+    /// audited, and goes on.
+    pub enforce: bool,
     pub owner: Option<Owner>,
     /// Unix nanoseconds after which the key behaves as unknown.
     pub expires_at_ns: Option<u64>,
@@ -180,6 +186,8 @@ pub struct SandboxSpec {
     /// (canonical service name, every host form of it, target).
     pub routes: Vec<(String, Vec<String>, Target)>,
     pub budget: Option<Budget>,
+    pub breaker: Option<BreakerPolicy>,
+    pub enforce: bool,
     pub owner: Option<Owner>,
     pub expires_at_ns: Option<u64>,
     pub deny_baseline_writes: bool,
@@ -461,6 +469,8 @@ impl RouterBuilder {
         let sandbox = Sandbox {
             key: Rc::clone(&key),
             budget: spec.budget,
+            breaker: spec.breaker.map(Rc::new),
+            enforce: spec.enforce,
             owner: spec.owner,
             expires_at_ns: spec.expires_at_ns,
             deny_baseline_writes: spec.deny_baseline_writes,

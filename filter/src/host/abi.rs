@@ -100,6 +100,7 @@ extern "C" {
         return_id: *mut u32,
     ) -> Status;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> Status;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> Status;
     fn proxy_set_tick_period_milliseconds(period: u32) -> Status;
 }
 
@@ -303,12 +304,31 @@ pub fn set_filter_state(name: &str, value: &[u8]) -> Result<(), Status> {
 }
 
 const METRIC_COUNTER: u32 = 0;
+const METRIC_GAUGE: u32 = 1;
 
 pub fn define_counter(name: &str) -> Result<u32, Status> {
+    define_metric(METRIC_COUNTER, name)
+}
+
+pub fn define_gauge(name: &str) -> Result<u32, Status> {
+    define_metric(METRIC_GAUGE, name)
+}
+
+fn define_metric(kind: u32, name: &str) -> Result<u32, Status> {
     let mut id = 0;
     // SAFETY: pointer and length describe a live string; the out-pointer is valid.
-    check(unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) })
-        .map(|()| id)
+    check(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) }).map(|()| id)
+}
+
+pub fn set_gauge(id: u32, value: u64) -> Result<(), Status> {
+    // SAFETY: plain values.
+    check(unsafe { proxy_record_metric(id, value) })
+}
+
+/// A numeric host property (Envoy encodes integers as 8 bytes, little endian).
+pub fn u64_property(path: &[&str]) -> Option<u64> {
+    let buffer = property(path).ok().flatten()?;
+    Some(u64::from_le_bytes(buffer.bytes().try_into().ok()?))
 }
 
 pub fn increment_counter(id: u32, by: u64) -> Result<(), Status> {

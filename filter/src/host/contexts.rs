@@ -8,6 +8,7 @@ use crate::core::config::{compile, HostFacts};
 use crate::core::router::Router;
 use hashbrown::HashMap;
 
+use crate::core::breaker;
 use crate::core::guard::{beat, ensure_cell};
 use crate::core::slots::VmId;
 
@@ -63,7 +64,7 @@ impl Filter {
         let started = abi::now_nanos().unwrap_or(0);
         match compile(configuration.bytes(), &host_facts()) {
             Ok(router) => {
-                prepare_budgets(&router);
+                prepare_cells(&router);
                 let elapsed_us = abi::now_nanos()
                     .unwrap_or(0)
                     .saturating_sub(started)
@@ -100,7 +101,7 @@ impl Filter {
     pub fn delete_context(&mut self, context_id: u32) {
         if !self.streams.is_empty() {
             if let Some(state) = self.streams.remove(&context_id) {
-                stream::finish(state, self.vm);
+                stream::finish(state, self.vm, &mut self.metrics);
             }
         }
         if !self.stream_roots.is_empty() {
@@ -167,15 +168,22 @@ fn new_vm_id() -> VmId {
     getrandom::u64().unwrap_or_else(|_| abi::now_nanos().unwrap_or(1))
 }
 
-/// Creates the shared budget cells of the configured sandboxes that lack one; cells of
-/// sandboxes that remain keep their state across configuration updates.
-fn prepare_budgets(router: &Router) {
+/// Creates the shared budget and circuit cells of the configured sandboxes that lack one;
+/// cells of sandboxes that remain keep their state across configuration updates.
+fn prepare_cells(router: &Router) {
     let Ok(now) = abi::now_nanos() else {
         return;
     };
-    for budget in router.sandboxes().filter_map(|s| s.budget.as_ref()) {
-        if ensure_cell(&mut SharedData, budget, now).is_err() {
-            log::error!("could not create budget cell {}", budget.store_key);
+    for sandbox in router.sandboxes() {
+        if let Some(budget) = &sandbox.budget {
+            if ensure_cell(&mut SharedData, budget, now).is_err() {
+                log::error!("could not create budget cell {}", budget.store_key);
+            }
+        }
+        if let Some(policy) = &sandbox.breaker {
+            if breaker::ensure_cell(&mut SharedData, policy).is_err() {
+                log::error!("could not create circuit cell {}", policy.store_key);
+            }
         }
     }
 }

@@ -14,6 +14,8 @@ pub const FLUSH_PERIOD_MS: u32 = 250;
 #[derive(Default)]
 pub struct Metrics {
     pending: HashMap<(Option<Rc<str>>, Label), u64>,
+    /// Circuit trips by sandbox, not yet flushed.
+    trips: HashMap<Rc<str>, u64>,
     ids: HashMap<String, u32>,
 }
 
@@ -23,7 +25,35 @@ impl Metrics {
         *slot = slot.saturating_add(1);
     }
 
+    /// A sandbox's circuit opened (at this VM).
+    pub fn count_trip(&mut self, sandbox: &Rc<str>) {
+        let slot = self.trips.entry(Rc::clone(sandbox)).or_default();
+        *slot = slot.saturating_add(1);
+    }
+
+    /// Whether a sandbox's circuit is open (or half-open) now: a gauge, set when it changes.
+    pub fn set_circuit_open(&mut self, sandbox: &str, open: bool) {
+        let name = format!("sandbox_router.circuit_open.sandbox.{sandbox}");
+        let id = match self.ids.get(&name) {
+            Some(id) => *id,
+            None => match abi::define_gauge(&name) {
+                Ok(id) => {
+                    self.ids.insert(name, id);
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = abi::set_gauge(id, u64::from(open));
+    }
+
     pub fn flush(&mut self) {
+        for (sandbox, count) in std::mem::take(&mut self.trips) {
+            self.add(
+                format!("sandbox_router.circuit_opened.sandbox.{sandbox}"),
+                count,
+            );
+        }
         if self.pending.is_empty() {
             return;
         }

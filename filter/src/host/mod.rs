@@ -4,6 +4,7 @@
 
 mod abi;
 mod budget;
+mod circuit;
 mod contexts;
 #[cfg(feature = "fault-injection")]
 mod fault;

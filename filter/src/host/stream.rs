@@ -1,11 +1,14 @@
 //! One request: read its headers once, decide, guard, apply, record.
 
-use crate::core::audit::audit_record;
+use std::rc::Rc;
+
+use crate::core::audit::audit_record_with_reason;
+use crate::core::breaker;
 use crate::core::cidr::peer_ip;
 use crate::core::describe::describe;
 use crate::core::guard::{admit, release, Quota, Verdict};
 use crate::core::header_map::HeaderPairs;
-use crate::core::policy::{evaluate, Evaluation, Label, Rejection};
+use crate::core::policy::{evaluate, Evaluation, Label, Rejection, CIRCUIT_OPEN_SHADOW_DETAILS};
 use crate::core::request::{scan, KeySearch, RequestScan};
 use crate::core::router::{rewritten_authority, Decision, Router, Sandbox, Settings, Target};
 use crate::core::slots::VmId;
@@ -13,6 +16,7 @@ use crate::core::strip::{strip_plan, HeaderEdit};
 
 use super::abi::{self, MapType};
 use super::budget::{reject_over_budget, SharedData};
+use super::circuit::{self, Checked, Tracked};
 use super::metrics::Metrics;
 
 const DEBUG_HEADER: &[u8] = b"x-sandbox-router";
@@ -26,6 +30,17 @@ pub struct StreamState {
     quota: Option<Quota>,
     /// The budget cell whose in-flight slot this request holds.
     slot: Option<Box<str>>,
+    /// The sandbox of a request that went upstream, and what its end must report.
+    outcome: Option<Awaited>,
+}
+
+/// A sandboxed request that went upstream: its breaker verdict, and whether a rerouted request
+/// really reached the sandbox, are known when it ends.
+struct Awaited {
+    sandbox: Rc<str>,
+    circuit: Option<Tracked>,
+    routed: bool,
+    is_grpc: bool,
 }
 
 pub struct Handled {
@@ -65,6 +80,7 @@ pub fn route_request(router: &Router, metrics: &mut Metrics, vm: VmId) -> Handle
     let evaluation = evaluate(router, &request, source_is_trusted(router), now);
     let mut state = StreamState::default();
     let mut label = evaluation.label.unwrap_or(Label::InvalidKey);
+    let mut reason = None;
     if evaluation.strip {
         strip_key(router, HeaderPairs::new(headers.bytes()));
     }
@@ -72,18 +88,47 @@ pub fn route_request(router: &Router, metrics: &mut Metrics, vm: VmId) -> Handle
         send_rejection(rejection, request.is_grpc);
         handled.answered = true;
     } else if let Some(sandbox) = evaluation.budget_sandbox() {
-        match guard(sandbox, request.is_grpc, vm) {
-            Guarded::Admitted { quota, slot } => {
-                state.quota = quota;
-                state.slot = slot;
-            }
-            // Counted and audited as what it would have been; it goes on.
-            Guarded::Shadow(would_be) => label = would_be,
-            Guarded::Rejected(rejected) => {
-                label = rejected;
+        // The breaker first: a request it refuses takes nothing from the budget.
+        let mut tracked = None;
+        match circuit::check(sandbox, request.is_grpc, metrics) {
+            Checked::Go(ticket) => tracked = ticket,
+            Checked::Refused => {
+                label = Label::CircuitOpen;
                 handled.answered = true;
             }
-            Guarded::Unlimited => {}
+            Checked::Shadow => {
+                label = Label::ShadowRejected;
+                reason = Some(CIRCUIT_OPEN_SHADOW_DETAILS);
+            }
+        }
+        if !handled.answered {
+            match guard(sandbox, request.is_grpc, vm) {
+                Guarded::Admitted { quota, slot } => {
+                    state.quota = quota;
+                    state.slot = slot;
+                }
+                // Counted and audited as what it would have been; it goes on.
+                Guarded::Shadow(would_be) => label = would_be,
+                Guarded::Rejected(rejected) => {
+                    label = rejected;
+                    handled.answered = true;
+                }
+                Guarded::Unlimited => {}
+            }
+        }
+        match tracked {
+            Some(tracked) if handled.answered => circuit::untrack(tracked),
+            circuit => {
+                let routed = matches!(evaluation.decision, Decision::Route { .. });
+                if !handled.answered && (circuit.is_some() || routed) {
+                    state.outcome = Some(Awaited {
+                        sandbox: Rc::clone(&sandbox.key),
+                        circuit,
+                        routed,
+                        is_grpc: request.is_grpc,
+                    });
+                }
+            }
         }
     }
     if !handled.answered {
@@ -91,12 +136,16 @@ pub fn route_request(router: &Router, metrics: &mut Metrics, vm: VmId) -> Handle
         apply(router, &evaluation.decision, &request, validated);
     }
     metrics.count(evaluation.sandbox.map(|s| &s.key), label);
-    let record = audit_record(&request, &evaluation, label);
+    let record = audit_record_with_reason(&request, &evaluation, label, reason);
     let _ = abi::set_filter_state(AUDIT_FILTER_STATE, record.as_bytes());
     if router.settings.debug {
         state.debug = Some(debug_line(&evaluation, &request, label, handled.answered));
     }
-    if state.debug.is_some() || state.quota.is_some() || state.slot.is_some() {
+    if state.debug.is_some()
+        || state.quota.is_some()
+        || state.slot.is_some()
+        || state.outcome.is_some()
+    {
         handled.state = Some(state);
     }
     handled
@@ -210,7 +259,7 @@ fn guard(sandbox: &Sandbox, is_grpc: bool, vm: VmId) -> Guarded {
             quota,
             slot: holds_slot.then(|| budget.store_key.clone()),
         },
-        rejected if budget.enforce => {
+        rejected if sandbox.enforce => {
             reject_over_budget(&sandbox.key, &rejected, is_grpc);
             Guarded::Rejected(Label::of_verdict(&rejected))
         }
@@ -299,10 +348,47 @@ pub fn decorate_response(state: &StreamState) {
 }
 
 /// The request ended, however it ended (complete, reset, timeout, local reply).
-pub fn finish(state: StreamState, vm: VmId) {
+pub fn finish(state: StreamState, vm: VmId, metrics: &mut Metrics) {
     if let Some(slot) = state.slot {
         if !release(&mut SharedData, &slot, vm) {
             log::error!("could not release an in-flight slot of {slot}");
         }
+    }
+    if let Some(awaited) = state.outcome {
+        report_outcome(&awaited, metrics);
+    }
+}
+
+/// Envoy's upstream cluster of a request whose route matched no virtual host for the rewritten
+/// authority (Istio with `outboundTrafficPolicy: ALLOW_ANY`): the original destination, the
+/// baseline the app dialed.
+const PASSTHROUGH_CLUSTER: &[u8] = b"PassthroughCluster";
+
+/// What the end of a sandboxed request tells: the breaker's verdict, read from Envoy's
+/// response attributes (they are still readable in `proxy_on_delete`, so the filter exports no
+/// trailer or log callback that every stream would pay for); and whether a rerouted request
+/// fell through to the passthrough cluster.
+fn report_outcome(awaited: &Awaited, metrics: &mut Metrics) {
+    if awaited.routed {
+        let cluster = abi::property(&["xds", "cluster_name"]).ok().flatten();
+        if cluster.is_some_and(|c| c.bytes() == PASSTHROUGH_CLUSTER) {
+            log::warn!(
+                "sandbox {}: a rerouted request went to {}: the target authority matched no route",
+                awaited.sandbox,
+                String::from_utf8_lossy(PASSTHROUGH_CLUSTER)
+            );
+            metrics.count(Some(&awaited.sandbox), Label::RoutedToPassthrough);
+        }
+    }
+    if let Some(tracked) = &awaited.circuit {
+        let code = abi::u64_property(&["response", "code"]).unwrap_or(0);
+        let flags = abi::u64_property(&["response", "flags"]).unwrap_or(0);
+        let grpc_status = if awaited.is_grpc {
+            abi::u64_property(&["response", "grpc_status"])
+        } else {
+            None
+        };
+        let failed = breaker::verdict(code, grpc_status, flags);
+        circuit::record(tracked, &awaited.sandbox, failed, metrics);
     }
 }

@@ -26,13 +26,15 @@ pub use raw::DEFAULT_BAGGAGE_MEMBER;
 use raw::{RawConfig, UnknownKeys};
 use sandboxes::{compile_sandboxes, SandboxContext};
 use strict::Object;
-use validate::{max_in_flight, rate_limit, trust};
+use validate::{circuit_breaker, max_in_flight, rate_limit, trust};
 
 pub const DEFAULT_CLUSTER_HEADER: &str = "x-sandbox-cluster";
 pub const DEFAULT_KEY_HEADER: &str = "x-sandbox-key";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 /// Shared-data key prefix of the per-sandbox budget cells.
 pub const BUDGET_KEY_PREFIX: &str = "sandbox-router/budget/";
+/// Shared-data key prefix of the per-sandbox circuit breaker cells.
+pub const CIRCUIT_KEY_PREFIX: &str = "sandbox-router/circuit/";
 
 /// What the host knows about the proxy, used where the configuration is silent.
 #[derive(Debug, Default, Clone)]
@@ -104,11 +106,16 @@ fn build(document: &[u8], raw: RawConfig<'_>, facts: &HostFacts) -> Result<Route
         .max_in_flight
         .map(|m| max_in_flight(m).map_err(|reason| error("defaults.max_in_flight", reason)))
         .transpose()?;
+    let default_breaker = defaults
+        .circuit_breaker
+        .map(|b| circuit_breaker(&b.0, "defaults.circuit_breaker"))
+        .transpose()?;
     let context = SandboxContext {
         namespace,
         cluster_domain,
         default_rate,
         default_in_flight,
+        default_breaker,
     };
     let mut builder = RouterBuilder::new(settings);
     if let Some(table) = raw.sandboxes {

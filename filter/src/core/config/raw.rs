@@ -74,6 +74,20 @@ string_enum!(BaselineWrites { Allow = "allow", Deny = "deny" });
 pub struct RawBudget {
     pub rate_limit: Option<Object<RawRateLimit>>,
     pub max_in_flight: Option<u32>,
+    pub circuit_breaker: Option<Object<RawCircuitBreaker>>,
+}
+
+/// A field left out takes the documented default ([`super::validate::circuit_breaker`]).
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCircuitBreaker {
+    pub consecutive_failures: Option<u32>,
+    pub failure_ratio: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub window_seconds: Option<u32>,
+    pub open_seconds: Option<u32>,
+    pub max_open_seconds: Option<u32>,
+    pub half_open_requests: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -89,6 +103,7 @@ pub struct RawSandbox {
     pub routes: UniqueMap<Object<RawTarget>>,
     pub rate_limit: Option<Object<RawRateLimit>>,
     pub max_in_flight: Option<u32>,
+    pub circuit_breaker: Option<Object<RawCircuitBreaker>>,
     pub enforce: bool,
     pub owner: Option<Object<RawOwner>>,
     pub baseline_writes: BaselineWrites,
@@ -103,6 +118,7 @@ impl Default for RawSandbox {
             routes: UniqueMap::default(),
             rate_limit: None,
             max_in_flight: None,
+            circuit_breaker: None,
             enforce: true,
             owner: None,
             baseline_writes: BaselineWrites::Allow,

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::super::breaker::BreakerPolicy;
 use super::super::bucket::RateLimit;
 use super::super::guard::Budget;
 use super::super::key::is_valid_key;
@@ -16,8 +17,8 @@ use super::super::time::parse_rfc3339;
 use super::error::{error, parse_error, ConfigError};
 use super::raw::{BaselineWrites, RawSandbox};
 use super::strict::Object;
-use super::validate::{max_in_flight, owner, parse_target, rate_limit};
-use super::BUDGET_KEY_PREFIX;
+use super::validate::{circuit_breaker, max_in_flight, owner, parse_target, rate_limit};
+use super::{BUDGET_KEY_PREFIX, CIRCUIT_KEY_PREFIX};
 
 /// What every sandbox is compiled against.
 pub struct SandboxContext {
@@ -25,6 +26,7 @@ pub struct SandboxContext {
     pub cluster_domain: String,
     pub default_rate: Option<RateLimit>,
     pub default_in_flight: Option<u32>,
+    pub default_breaker: Option<BreakerPolicy>,
 }
 
 /// Compiles the `sandboxes` object (`table`, borrowed from `document`) into the builder.
@@ -109,6 +111,7 @@ fn compile_sandbox(
         cluster_domain,
         default_rate,
         default_in_flight,
+        default_breaker,
     } = context;
     let (default_rate, default_in_flight) = (*default_rate, *default_in_flight);
     let field = |suffix: &str| format!("sandboxes.{key}{suffix}");
@@ -164,14 +167,23 @@ fn compile_sandbox(
     let budget = (rate.is_some() || in_flight.is_some()).then(|| Budget {
         rate,
         max_in_flight: in_flight,
-        enforce: sandbox.enforce,
         store_key: format!("{BUDGET_KEY_PREFIX}{key}").into_boxed_str(),
+    });
+    let breaker = match sandbox.circuit_breaker {
+        Some(raw) => Some(circuit_breaker(&raw.0, &field(".circuit_breaker"))?),
+        None => default_breaker.clone(),
+    }
+    .map(|policy| BreakerPolicy {
+        store_key: format!("{CIRCUIT_KEY_PREFIX}{key}").into_boxed_str(),
+        ..policy
     });
     builder
         .add_sandbox(SandboxSpec {
             key: key.to_owned(),
             routes,
             budget,
+            breaker,
+            enforce: sandbox.enforce,
             owner,
             expires_at_ns,
             deny_baseline_writes: sandbox.baseline_writes == BaselineWrites::Deny,

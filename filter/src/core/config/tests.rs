@@ -94,11 +94,11 @@ fn budgets_inherit_defaults_field_by_field() {
     let own = router.sandbox("own").unwrap().budget.as_ref().unwrap();
     assert_eq!(own.rate, RateLimit::new(0.5, 1));
     assert_eq!(own.max_in_flight, Some(20));
-    assert!(!own.enforce);
+    assert!(!router.sandbox("own").unwrap().enforce);
     assert_eq!(&*own.store_key, "sandbox-router/budget/own");
     let inherits = router.sandbox("inherits").unwrap().budget.as_ref().unwrap();
     assert_eq!(inherits.rate, RateLimit::new(50.0, 100));
-    assert!(inherits.enforce);
+    assert!(router.sandbox("inherits").unwrap().enforce);
     let unlimited = compile(br#"{"sandboxes": {"free": {}}}"#, &HostFacts::default()).unwrap();
     assert!(unlimited.sandbox("free").unwrap().budget.is_none());
 }
@@ -583,4 +583,75 @@ fn ipv4_mapped_trust_sources_mean_their_ipv4_range() {
     let trust = router.settings.trust.as_ref().unwrap();
     assert!(trust.allows(Some("10.1.2.3".parse().unwrap())));
     assert!(trust.allows(Some("::ffff:10.1.2.3".parse().unwrap())));
+}
+
+#[test]
+fn circuit_breakers_take_the_documented_defaults() {
+    let router = compile(
+        br#"{"defaults": {"circuit_breaker": {}},
+            "sandboxes": {"x": {}, "y": {"circuit_breaker": {"open_seconds": 400, "half_open_requests": 1}}}}"#,
+        &HostFacts::default(),
+    )
+    .unwrap();
+    let x = router.sandbox("x").unwrap().breaker.as_ref().unwrap();
+    let sec = 1_000_000_000;
+    assert_eq!(
+        (
+            x.consecutive_failures,
+            x.failure_ratio_ppm,
+            x.min_requests,
+            x.window_ns,
+            x.open_ns,
+            x.max_open_ns,
+            x.half_open_requests
+        ),
+        (5, 500_000, 20, 10 * sec, 30 * sec, 300 * sec, 3)
+    );
+    assert_eq!(&*x.store_key, "sandbox-router/circuit/x");
+    let y = router.sandbox("y").unwrap().breaker.as_ref().unwrap();
+    assert_eq!(
+        (y.open_ns, y.max_open_ns, y.half_open_requests),
+        (400 * sec, 400 * sec, 1)
+    );
+    let none = compile(br#"{"sandboxes": {"x": {}}}"#, &HostFacts::default()).unwrap();
+    assert!(none.sandbox("x").unwrap().breaker.is_none());
+}
+
+#[test]
+fn circuit_breaker_errors_name_the_field() {
+    for (breaker, field) in [
+        (r#"{"consecutive_failures": -1}"#, "consecutive_failures"),
+        (r#"{"failure_ratio": 0}"#, "failure_ratio"),
+        (r#"{"failure_ratio": 1.5}"#, "failure_ratio"),
+        (r#"{"failure_ratio": -0.5}"#, "failure_ratio"),
+        (r#"{"window_seconds": 0}"#, "window_seconds"),
+        (r#"{"open_seconds": 0}"#, "open_seconds"),
+        (r#"{"half_open_requests": 0}"#, "half_open_requests"),
+        (
+            r#"{"open_seconds": 60, "max_open_seconds": 30}"#,
+            "max_open_seconds",
+        ),
+        (r#"{"min_requests": 1.5}"#, "min_requests"),
+        (r#"{"trip_after": 3}"#, "trip_after"),
+    ] {
+        for (json, prefix) in [
+            (
+                format!(r#"{{"sandboxes": {{"x": {{"circuit_breaker": {breaker}}}}}}}"#),
+                "sandboxes.x.circuit_breaker",
+            ),
+            (
+                format!(r#"{{"defaults": {{"circuit_breaker": {breaker}}}}}"#),
+                "defaults.circuit_breaker",
+            ),
+        ] {
+            let e = err(&json);
+            assert!(e.starts_with(&format!("{prefix}.{field}: ")), "{e}");
+        }
+    }
+    // A zero window is fine when the ratio trigger is off.
+    compile(
+        br#"{"sandboxes": {"x": {"circuit_breaker": {"window_seconds": 0, "min_requests": 0}}}}"#,
+        &HostFacts::default(),
+    )
+    .unwrap();
 }
