@@ -60,6 +60,53 @@ pub fn assert_baseline_decision(response: &TestResponse, reasons: &[&str]) {
     );
 }
 
+/// The one answer a table case expects: which upstream served the request and the filter's
+/// decision (`routed;`, or `baseline;` with exactly this reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Routed {
+        upstream: &'static str,
+    },
+    Baseline {
+        upstream: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// Asserts `expected` of `response`, naming `case` in every failure message; returns what the
+/// upstream received.
+pub fn outcome(case: &str, response: &TestResponse, expected: Outcome) -> Echo {
+    let upstream = match expected {
+        Outcome::Routed { upstream } | Outcome::Baseline { upstream, .. } => upstream,
+    };
+    assert_eq!(
+        response.upstream().as_deref(),
+        Some(upstream),
+        "{case}: expected upstream {upstream:?} to answer; got:\n{response:?}"
+    );
+    assert_eq!(response.status, 200, "{case}: {response:?}");
+    let decision = sandbox::decision(response)
+        .unwrap_or_else(|| panic!("{case}: no {DECISION_HEADER} header:\n{response:?}"));
+    match expected {
+        Outcome::Routed { .. } => assert!(
+            decision.starts_with("routed;"),
+            "{case}: expected a `routed;` decision, got {decision:?}:\n{response:?}"
+        ),
+        Outcome::Baseline { reason, .. } => {
+            let actual = decision
+                .split("; ")
+                .find_map(|part| part.strip_prefix("reason="));
+            assert!(
+                decision.starts_with("baseline;") && actual == Some(reason),
+                "{case}: expected `baseline; ... reason={reason}`, got {decision:?}:\n{response:?}"
+            );
+        }
+    }
+    let echo = response.echo();
+    assert_eq!(echo.upstream(), upstream, "{case}: {response:?}");
+    echo
+}
+
 /// The filter's debug header (panics if the response has none).
 pub fn decision(response: &TestResponse) -> String {
     sandbox::decision(response).unwrap_or_else(|| {
