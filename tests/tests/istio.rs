@@ -5,8 +5,9 @@
 //! `scripts/package-oci`, read back and compared byte for byte with the built filter.
 //!
 //! Needs: Node.js 20+ and npm (the validator's packages are installed with `npm ci` when
-//! missing), `../shared/istio-crds` for the CRD checks (skipped with a message when absent),
-//! the built filter, and root or sudo for `apt-get install umoci skopeo` when they are missing.
+//! missing), `../shared/istio-crds` (or `$ISTIO_CRDS_DIR`) for the CRD checks (without them: a
+//! failure under `CI=true`, a `SKIPPED:` line otherwise), the built filter, and root or sudo for
+//! `apt-get install umoci skopeo` when they are missing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use integration_tests::istio::{
     self, FilterSource, IstioSidecarEnv, Validation, PASSTHROUGH_UPSTREAM, SERVICE_PORT,
 };
 use integration_tests::sandbox::DECISION_HEADER;
-use integration_tests::{expect, paths, Protocol, TestRequest, TestResponse};
+use integration_tests::{expect, paths, skip, Protocol, TestRequest, TestResponse};
 use serde_json::{json, Value};
 
 const PAYMENT_BASELINE: &str = "payment@baseline";
@@ -28,15 +29,28 @@ fn yaml_to_text(value: &Value) -> String {
     serde_yaml::to_string(value).expect("a JSON value serialises as YAML")
 }
 
-fn print_crd_note(validation: &Validation) {
-    if !validation.crds_checked() {
-        eprintln!(
-            "NOTE: {} — only the kubernetes-models and metadata checks ran",
-            validation.report["crds"]["skipped"]
-                .as_str()
-                .unwrap_or("the CRD checks were skipped")
+/// Whether the istio/api CRDs are here, so the CRD checks run. When they are not, that is
+/// reported (`skip::prerequisite_missing`): a test failure under CI, a `SKIPPED:` line elsewhere.
+fn crds_present() -> bool {
+    let dir = istio::crd_dir();
+    let present = dir.is_dir();
+    if !present {
+        skip::prerequisite_missing(
+            "the istio/api CRD checks (and the broken manifests only they reject)",
+            &format!("{} does not exist (set ISTIO_CRDS_DIR)", dir.display()),
         );
     }
+    present
+}
+
+/// The validator ran the CRD checks exactly when the CRDs are present.
+fn assert_crds_checked(validation: &Validation, crds: bool) {
+    assert_eq!(
+        validation.crds_checked(),
+        crds,
+        "CRDs present: {crds}, but the validator's report says {}",
+        validation.report["crds"]
+    );
 }
 
 // ----------------------------------------------------------------------- schema validation ---
@@ -60,8 +74,9 @@ fn manifests_pass_istios_published_schemas() {
         );
     }
 
+    let crds = crds_present();
     let validation = istio::validate_manifests(&files, None);
-    print_crd_note(&validation);
+    assert_crds_checked(&validation, crds);
     assert!(
         validation.success,
         "the Istio manifests do not validate:\n{}\n{}",
@@ -70,11 +85,7 @@ fn manifests_pass_istios_published_schemas() {
     );
 
     // Each manifest was checked by the validators that know its kind.
-    let crd = if validation.crds_checked() {
-        "pass"
-    } else {
-        "skip"
-    };
+    let crd = if crds { "pass" } else { "skip" };
     let expect = |source: &str, index: u64, wanted: &[(&str, &str)]| {
         let checks = validation.checks(source, index);
         for (validator, status) in wanted {
@@ -210,11 +221,10 @@ fn validator_rejects_broken_manifests() {
     unknown_kind["apiVersion"] = json!("extensions.istio.io/v1beta9");
     cases.push(("unknown apiVersion", unknown_kind, vec![], vec!["crd"]));
 
-    let mut crds_checked = None;
+    let crds = crds_present();
     for (name, manifest, always, with_crds) in cases {
         let validation = istio::validate_manifests(&[], Some(&yaml_to_text(&manifest)));
-        let crds = validation.crds_checked();
-        crds_checked = Some(crds);
+        assert_crds_checked(&validation, crds);
         let checks = validation.checks("<stdin>", 0);
         let must_fail: Vec<&str> = always
             .iter()
@@ -222,7 +232,7 @@ fn validator_rejects_broken_manifests() {
             .copied()
             .collect();
         if must_fail.is_empty() {
-            // Only the CRDs can see this one, and they are absent.
+            // Only the CRDs can see this one, and they are absent (reported above).
             continue;
         }
         assert!(
@@ -238,12 +248,6 @@ fn validator_rejects_broken_manifests() {
                 validation.errors().join("\n")
             );
         }
-    }
-    if crds_checked == Some(false) {
-        eprintln!(
-            "NOTE: {} does not exist: the CRD-only negative cases were not run",
-            istio::crd_dir().display()
-        );
     }
 }
 
