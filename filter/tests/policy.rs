@@ -9,11 +9,10 @@
     clippy::arithmetic_side_effects
 )]
 
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-use wasm_bindgen_test::wasm_bindgen_test as test;
+mod common;
+use common::{pairs, router, test};
 
 use sandbox_router::core::audit::audit_record;
-use sandbox_router::core::config::{compile, HostFacts};
 use sandbox_router::core::policy::{evaluate, Label};
 use sandbox_router::core::request::scan;
 use sandbox_router::core::router::Router;
@@ -36,21 +35,13 @@ const CONFIG: &str = r#"{
 
 const NOW: u64 = 1_790_000_000_000_000_000; // 2026-09-21
 
-fn router(config: &str) -> Router {
-    compile(config.as_bytes(), &HostFacts::default()).unwrap()
-}
-
 /// (label, rejection status, strip) for a request.
 fn outcome(
     router: &Router,
     trusted: bool,
     headers: &[(&str, &str)],
 ) -> (Option<&'static str>, Option<u32>, bool) {
-    let pairs: Vec<(&[u8], &[u8])> = headers
-        .iter()
-        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-        .collect();
-    let request = scan(&router.settings, pairs);
+    let request = scan(&router.settings, pairs(headers));
     let e = evaluate(router, &request, || trusted, || Some(NOW));
     (
         e.label.map(Label::as_str),
@@ -98,12 +89,8 @@ fn no_trust_section_trusts_everyone() {
     let r = router(
         r#"{"namespace": "shop", "sandboxes": {"x": {"routes": {"payment": {"cluster": "c"}}}}}"#,
     );
-    let pairs = [(":authority", "payment"), ("baggage", "sandbox=x")];
-    let pairs: Vec<(&[u8], &[u8])> = pairs
-        .iter()
-        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-        .collect();
-    let request = scan(&r.settings, pairs);
+    let headers = [(":authority", "payment"), ("baggage", "sandbox=x")];
+    let request = scan(&r.settings, pairs(&headers));
     let e = evaluate(&r, &request, || panic!("trust asked"), || None);
     assert_eq!(e.label, Some(Label::Routed));
 }

@@ -14,8 +14,8 @@
     clippy::arithmetic_side_effects
 )]
 
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-use wasm_bindgen_test::wasm_bindgen_test as test;
+mod common;
+use common::{router, test, IN_WASM};
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -38,7 +38,7 @@ fn config() -> Config {
     let mut config = Config::default();
     // Under Wasm there is no file system to keep regressions in (natively they go to
     // proptest-regressions/properties.txt).
-    if cfg!(all(target_arch = "wasm32", target_os = "unknown")) {
+    if IN_WASM {
         config.failure_persistence = None;
     }
     config
@@ -125,10 +125,6 @@ const CONFIG: &str = r#"{
         } }
     }
 }"#;
-
-fn router() -> Router {
-    compile(CONFIG.as_bytes(), &HostFacts::default()).unwrap()
-}
 
 fn scan_key(router: &Router, headers: &[(Vec<u8>, Vec<u8>)]) -> KeySearch {
     let buffer = serialize(
@@ -271,7 +267,7 @@ proptest! {
         prop_assert_eq!(decoded.as_str(), key.as_str());
         prop_assert_eq!(baggage_key(format!("sandbox={encoded}").as_bytes()), Some(key.clone()));
         prop_assert_eq!(key_of(whole_value(encoded.as_bytes(), true)), Some(key.clone()));
-        let router = router();
+        let router = router(CONFIG);
         for carrier in ["ot-baggage-sandbox", "uberctx-sb"] {
             let headers = vec![(carrier.as_bytes().to_vec(), encoded.clone().into_bytes())];
             prop_assert_eq!(scan_key(&router, &headers), KeySearch::Found(decoded));
@@ -361,7 +357,7 @@ proptest! {
         }
         let _ = RoutingKey::from_bytes(&header);
         let _ = RoutingKey::from_encoded(&header);
-        let router = router();
+        let router = router(CONFIG);
         for buffer in [&buffer[..], &header[..]] {
             let request = scan(&router.settings, HeaderPairs::new(buffer));
             if let KeySearch::Found(k) = request.key {
@@ -457,7 +453,7 @@ proptest! {
                 KeySearch::Absent
             });
         let headers: Vec<_> = arrived.into_iter().map(|(_, _, h)| h).collect();
-        let router = router();
+        let router = router(CONFIG);
         prop_assert_eq!(scan_key(&router, &headers), expected);
     }
 
@@ -485,7 +481,7 @@ proptest! {
             0..8,
         ),
     ) {
-        let router = router();
+        let router = router(CONFIG);
         let settings = &router.settings;
         let probed = |name: &str| settings.probed_headers().any(|n| n == name.as_bytes());
         let unprobed: Vec<(Vec<u8>, Vec<u8>)> = headers
@@ -528,7 +524,7 @@ proptest! {
         let written = if written_form == 3 && !local { &forms[2] } else { &forms[written_form] };
         let config = format!(r#"{{"namespace": "{local_ns}", "sandboxes": {{"feature-x": {{"routes": {{
             "{written}": {{"cluster": "c"}}}}}}}}}}"#);
-        let router = compile(config.as_bytes(), &HostFacts::default()).unwrap();
+        let router = router(&config);
         let host: String = forms[form]
             .chars()
             .zip(case.iter().cycle())
@@ -570,7 +566,7 @@ proptest! {
             ("x-[a-z]{1,8}", "[ -~]{0,12}").prop_map(|(n, v)| (n.into_bytes(), v.into_bytes())),
             0..3),
     ) {
-        let router = router();
+        let router = router(CONFIG);
         let mut headers: Vec<(Vec<u8>, Vec<u8>)> = noise.clone();
         headers.push((b":authority".to_vec(), b"payment".to_vec()));
         if !others.is_empty() {
@@ -629,7 +625,7 @@ proptest! {
         authority in prop::collection::vec(any::<u8>(), 0..20),
         trusted in any::<bool>(),
     ) {
-        let router = router();
+        let router = router(CONFIG);
         let headers: Vec<(&[u8], &[u8])> = vec![
             (b":method", &method),
             (b":path", &path),

@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-use wasm_bindgen_test::wasm_bindgen_test as test;
+mod common;
+use common::{pairs, test};
 
 use sandbox_router::core::config::{compile, HostFacts};
 use sandbox_router::core::request::scan;
@@ -14,12 +14,8 @@ use sandbox_router::core::router::Decision;
 /// `Ok(false)` baseline, `Err` the configuration was rejected.
 fn routes(config: &str, headers: &[(&str, &str)]) -> Result<bool, String> {
     let router = compile(config.as_bytes(), &HostFacts::default()).map_err(|e| e.to_string())?;
-    let pairs: Vec<(&[u8], &[u8])> = headers
-        .iter()
-        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-        .collect();
     Ok(matches!(
-        router.decide(&scan(&router.settings, pairs)),
+        router.decide(&scan(&router.settings, pairs(headers))),
         Decision::Route { .. }
     ))
 }

@@ -9,13 +9,12 @@
     clippy::arithmetic_side_effects
 )]
 
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-use wasm_bindgen_test::wasm_bindgen_test as test;
+mod common;
+use common::{header_map, router, test};
 
-use sandbox_router::core::config::{compile, HostFacts};
-use sandbox_router::core::header_map::{serialize, HeaderPairs};
+use sandbox_router::core::header_map::HeaderPairs;
 use sandbox_router::core::request::scan;
-use sandbox_router::core::router::{rewritten_authority, BaselineReason, Decision, Router, Target};
+use sandbox_router::core::router::{rewritten_authority, BaselineReason, Decision, Target};
 
 const CONFIG: &str = r#"{
     "routing_key": { "baggage": ["sandbox"], "headers": ["x-sandbox"] },
@@ -32,19 +31,11 @@ const CONFIG: &str = r#"{
     }
 }"#;
 
-fn router() -> Router {
-    compile(CONFIG.as_bytes(), &HostFacts::default()).unwrap()
-}
-
 /// The decision for a request with these headers, as `routed:<key>:<target>` or
 /// `baseline:<reason>`.
 fn decide(headers: &[(&str, &str)]) -> String {
-    let router = router();
-    let pairs: Vec<(&[u8], &[u8])> = headers
-        .iter()
-        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-        .collect();
-    let buffer = serialize(&pairs);
+    let router = router(CONFIG);
+    let buffer = header_map(headers);
     let request = scan(&router.settings, HeaderPairs::new(&buffer));
     match router.decide(&request) {
         Decision::Route { key, target, .. } => match target {
@@ -195,7 +186,7 @@ fn large_baggage_is_handled() {
 
 #[test]
 fn grpc_and_cluster_header_are_noticed() {
-    let router = router();
+    let router = router(CONFIG);
     let pairs: Vec<(&[u8], &[u8])> = vec![
         (b"content-type", b"application/grpc+proto"),
         (b"x-sandbox-cluster", b"anything"),
@@ -226,7 +217,7 @@ fn baseline_reason_names() {
 #[test]
 fn describes_decisions() {
     use sandbox_router::core::describe::describe;
-    let router = router();
+    let router = router(CONFIG);
     let text = |headers: Vec<(&'static [u8], &'static [u8])>| {
         let authority = headers
             .iter()

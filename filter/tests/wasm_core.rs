@@ -12,8 +12,8 @@
     clippy::arithmetic_side_effects
 )]
 
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-use wasm_bindgen_test::wasm_bindgen_test as test;
+mod common;
+use common::{header_map, pairs, router, test};
 
 use sandbox_router::core::baggage::{
     find_baggage_member, find_tracestate_member, whole_value, Lookup,
@@ -259,16 +259,8 @@ const CONFIG: &str = r#"{
     }
 }"#;
 
-fn router() -> Router {
-    compile(CONFIG.as_bytes(), &HostFacts::default()).unwrap()
-}
-
 fn decide(router: &Router, headers: &[(&str, &str)]) -> String {
-    let pairs: Vec<(&[u8], &[u8])> = headers
-        .iter()
-        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-        .collect();
-    let buffer = serialize(&pairs);
+    let buffer = header_map(headers);
     let request = scan(&router.settings, HeaderPairs::new(&buffer));
     let decision = router.decide(&request);
     let text = describe(&decision, request.authority.unwrap_or_default());
@@ -288,7 +280,7 @@ fn decide(router: &Router, headers: &[(&str, &str)]) -> String {
 
 #[test]
 fn config_compiles_and_rejects() {
-    assert_eq!(router().sandbox_count(), 1);
+    assert_eq!(router(CONFIG).sandbox_count(), 1);
     assert_eq!(
         compile(b"", &HostFacts::default()).unwrap().sandbox_count(),
         0
@@ -327,7 +319,7 @@ fn config_compiles_and_rejects() {
 
 #[test]
 fn routing_decisions() {
-    let router = router();
+    let router = router(CONFIG);
     let pay_x = "routed:feature-x:payment-feature-x.shop.svc.cluster.local:None";
     for authority in [
         "payment",
@@ -402,16 +394,10 @@ fn routing_decisions() {
 
 #[test]
 fn carrier_precedence() {
-    let router = router();
-    let winner = |headers: &[(&str, &str)]| {
-        let pairs: Vec<(&[u8], &[u8])> = headers
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-            .collect();
-        match scan(&router.settings, pairs).key {
-            KeySearch::Found(k) => k.as_str().to_owned(),
-            other => format!("{other:?}"),
-        }
+    let router = router(CONFIG);
+    let winner = |headers: &[(&str, &str)]| match scan(&router.settings, pairs(headers)).key {
+        KeySearch::Found(k) => k.as_str().to_owned(),
+        other => format!("{other:?}"),
     };
     let all = [
         ("tracestate", "sandbox=t"),

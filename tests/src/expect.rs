@@ -60,6 +60,64 @@ pub fn assert_baseline_decision(response: &TestResponse, reasons: &[&str]) {
     );
 }
 
+/// The one answer a table case expects: which upstream served the request and the filter's
+/// decision (`routed;`, or `baseline;` with exactly this reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Routed {
+        upstream: &'static str,
+    },
+    Baseline {
+        upstream: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// Asserts `expected` of `response`, naming `case` in every failure message; returns what the
+/// upstream received.
+pub fn outcome(case: &str, response: &TestResponse, expected: Outcome) -> Echo {
+    assert_outcome(case, response, expected);
+    let echo = response.echo();
+    assert_eq!(echo.upstream(), expected.upstream(), "{case}: {response:?}");
+    echo
+}
+
+impl Outcome {
+    pub fn upstream(self) -> &'static str {
+        match self {
+            Outcome::Routed { upstream } | Outcome::Baseline { upstream, .. } => upstream,
+        }
+    }
+}
+
+/// [`outcome`] for a response without the upstream's echo (e.g. to a HEAD request).
+pub fn assert_outcome(case: &str, response: &TestResponse, expected: Outcome) {
+    let upstream = expected.upstream();
+    assert_eq!(
+        response.upstream().as_deref(),
+        Some(upstream),
+        "{case}: expected upstream {upstream:?} to answer; got:\n{response:?}"
+    );
+    assert_eq!(response.status, 200, "{case}: {response:?}");
+    let decision = sandbox::decision(response)
+        .unwrap_or_else(|| panic!("{case}: no {DECISION_HEADER} header:\n{response:?}"));
+    match expected {
+        Outcome::Routed { .. } => assert!(
+            decision.starts_with("routed;"),
+            "{case}: expected a `routed;` decision, got {decision:?}:\n{response:?}"
+        ),
+        Outcome::Baseline { reason, .. } => {
+            let actual = decision
+                .split("; ")
+                .find_map(|part| part.strip_prefix("reason="));
+            assert!(
+                decision.starts_with("baseline;") && actual == Some(reason),
+                "{case}: expected `baseline; ... reason={reason}`, got {decision:?}:\n{response:?}"
+            );
+        }
+    }
+}
+
 /// The filter's debug header (panics if the response has none).
 pub fn decision(response: &TestResponse) -> String {
     sandbox::decision(response).unwrap_or_else(|| {

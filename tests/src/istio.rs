@@ -11,8 +11,9 @@
 //!   are every Kubernetes name of the service with and without the port, plus `allow_any`;
 //! - clusters `outbound|8080||<fqdn>` (here: static, pointing at in-process echo upstreams);
 //! - HTTP filters: `[AUTHN plugins] [AUTHZ plugins] [STATS plugins] [UNSPECIFIED plugins]
-//!   grpc_stats fault cors router` (istiod also adds `istio.metadata_exchange` first and
-//!   `istio.alpn` and `istio.stats`, which only exist in Istio's proxy build);
+//!   grpc_stats fault cors router`, plugins by priority within a phase (istiod also adds
+//!   `istio.metadata_exchange` first and `istio.alpn` and `istio.stats`, which only exist in
+//!   Istio's proxy build; see [`outbound_http_filters`]);
 //! - the WasmPlugin as istiod renders it (sent through ECDS, with the module downloaded by the
 //!   agent and given to Envoy as a local file): filter
 //!   `extensions.istio.io/wasmplugin/shop.sandbox-router`, `config.name: shop.sandbox-router`,
@@ -271,6 +272,7 @@ impl Phase {
 #[derive(Clone, Debug)]
 pub struct PlacedFilter {
     pub phase: Phase,
+    /// `spec.priority`; unset sorts last, as istiod reads it as the lowest int32.
     pub priority: i64,
     pub filter: Value,
 }
@@ -316,7 +318,9 @@ pub fn wasm_plugin_filter(wasm_plugin: &Value, wasm: &Path) -> PlacedFilter {
     }
     PlacedFilter {
         phase: Phase::parse(spec["phase"].as_str()),
-        priority: spec["priority"].as_i64().unwrap_or(0),
+        priority: spec["priority"]
+            .as_i64()
+            .unwrap_or_else(|| i64::from(i32::MIN)),
         filter: json!({
             "name": format!("{WASM_PLUGIN_RESOURCE_PREFIX}{resource}"),
             "typed_config": {
@@ -327,11 +331,22 @@ pub fn wasm_plugin_filter(wasm_plugin: &Value, wasm: &Path) -> PlacedFilter {
     }
 }
 
-/// The HTTP filters of an outbound sidecar listener: the plugins by phase (then priority,
-/// descending), then Istio's filters that upstream Envoy has, then the router.
-pub fn outbound_http_filters(mut plugins: Vec<PlacedFilter>) -> Vec<Value> {
-    plugins.sort_by(|a, b| a.phase.cmp(&b.phase).then(b.priority.cmp(&a.priority)));
-    let mut filters: Vec<Value> = plugins.into_iter().map(|p| p.filter).collect();
+/// The HTTP filters of an outbound sidecar listener, in the order istiod's
+/// `buildHTTPConnectionManager` (istio/istio `pilot/pkg/networking/core/listener_builder.go`)
+/// appends them: `istio.metadata_exchange`; the AUTHN plugins; the JWT and authn filters (none
+/// on an outbound listener: inbound and gateways only); the AUTHZ plugins; RBAC and ext_authz
+/// (inbound and gateways only); the STATS plugins; the UNSPECIFIED_PHASE plugins; `grpc_stats`;
+/// `istio.alpn`; `fault`; `cors`; `istio.stats`; `router`. Within a phase, plugins go by
+/// `priority`, highest first (`WasmPluginsByListenerInfo`: a stable sort, unset = lowest), ties
+/// in the given order. The `istio.*` filters exist only in Istio's proxy build: left out.
+pub fn outbound_http_filters(plugins: Vec<PlacedFilter>) -> Vec<Value> {
+    let mut filters = Vec::new();
+    for phase in [Phase::Authn, Phase::Authz, Phase::Stats, Phase::Unspecified] {
+        let mut in_phase: Vec<&PlacedFilter> =
+            plugins.iter().filter(|p| p.phase == phase).collect();
+        in_phase.sort_by_key(|p| std::cmp::Reverse(p.priority));
+        filters.extend(in_phase.into_iter().map(|p| p.filter.clone()));
+    }
     filters.extend([
         json!({
             "name": "envoy.filters.http.grpc_stats",

@@ -17,6 +17,7 @@ pub mod istio;
 pub mod otel;
 pub mod paths;
 pub mod sandbox;
+pub mod skip;
 pub mod upstream;
 
 pub use client::{Connection, Echo, Protocol, TestRequest, TestResponse};

@@ -2,7 +2,7 @@
 //! authority mode, cluster mode (and the cluster header's hygiene), baseline reasons, a route
 //! resolved before the filter ran, gRPC, and the VM's health after all of it.
 
-use integration_tests::expect::{self, NO_KEY, NO_OVERRIDE, UNKNOWN_KEY};
+use integration_tests::expect::{self, Outcome, INVALID_KEY, NO_KEY, NO_OVERRIDE, UNKNOWN_KEY};
 use integration_tests::sandbox::{
     self, SandboxOptions, CATALOG_BASELINE, CLUSTER_HEADER, DEFAULT_UPSTREAM, INVENTORY_BASELINE,
     INVENTORY_SANDBOX, INVENTORY_SANDBOX_CLUSTER, KEY, LUA_ROUTE_HEADER, PAYMENT_BASELINE,
@@ -412,45 +412,82 @@ async fn mixed_traffic_on_two_workers_leaves_the_vm_healthy() {
         .map(|i| format!("m{i}=v{i}"))
         .collect::<Vec<_>>()
         .join(",");
+    let routed = |upstream| Outcome::Routed { upstream };
+    let baseline = |upstream, reason| Outcome::Baseline { upstream, reason };
     for protocol in Protocol::ALL {
-        let requests = [
-            keyed("payment", protocol),
-            keyed("inventory:8080", protocol),
-            keyed("catalog", protocol),
-            TestRequest::get("payment", "/").protocol(protocol),
-            TestRequest::get("payment", "/")
-                .protocol(protocol)
-                .header("x-sandbox", &"x".repeat(500)),
-            TestRequest::get("payment", "/")
-                .protocol(protocol)
-                .header("baggage", &long_baggage),
-            TestRequest::get("payment", "/")
-                .protocol(protocol)
-                .header_bytes("baggage", b"sandbox=\xff"),
-            TestRequest::get("payment", "/")
-                .protocol(protocol)
-                .header("tracestate", ",,,=,=="),
-            TestRequest::get("payment", "/")
-                .protocol(protocol)
-                .header("baggage", "sandbox=%"),
-            TestRequest::get("payment", "/")
-                .protocol(protocol)
-                .header("baggage", "sandbox=%E9"),
-            TestRequest::get("[::1]:80", "/")
-                .protocol(protocol)
-                .header("x-sandbox", KEY),
-            TestRequest::get("payment:notaport", "/")
-                .protocol(protocol)
-                .header("x-sandbox", KEY),
-            TestRequest::post("payment", "/")
-                .protocol(protocol)
-                .header("x-sandbox", KEY)
-                .body("{}"),
+        let get = |authority: &str| TestRequest::get(authority, "/").protocol(protocol);
+        // (case, request, the one outcome)
+        let cases = [
+            (
+                "payment, key",
+                keyed("payment", protocol),
+                routed(PAYMENT_SANDBOX),
+            ),
+            (
+                "inventory (cluster mode), key",
+                keyed("inventory:8080", protocol),
+                routed(INVENTORY_SANDBOX),
+            ),
+            (
+                "catalog (not overridden), key",
+                keyed("catalog", protocol),
+                baseline(CATALOG_BASELINE, NO_OVERRIDE),
+            ),
+            ("no key", get("payment"), baseline(PAYMENT_BASELINE, NO_KEY)),
+            (
+                "500-character key",
+                get("payment").header("x-sandbox", &"x".repeat(500)),
+                baseline(PAYMENT_BASELINE, INVALID_KEY),
+            ),
+            (
+                "300 baggage members, no key",
+                get("payment").header("baggage", &long_baggage),
+                baseline(PAYMENT_BASELINE, NO_KEY),
+            ),
+            (
+                "non-UTF-8 baggage value",
+                get("payment").header_bytes("baggage", b"sandbox=\xff"),
+                baseline(PAYMENT_BASELINE, INVALID_KEY),
+            ),
+            (
+                "tracestate of empty members",
+                get("payment").header("tracestate", ",,,=,=="),
+                baseline(PAYMENT_BASELINE, NO_KEY),
+            ),
+            (
+                "lone percent sign",
+                get("payment").header("baggage", "sandbox=%"),
+                baseline(PAYMENT_BASELINE, INVALID_KEY),
+            ),
+            (
+                "escape of a non-UTF-8 byte",
+                get("payment").header("baggage", "sandbox=%E9"),
+                baseline(PAYMENT_BASELINE, INVALID_KEY),
+            ),
+            (
+                "IPv6 literal authority, key",
+                get("[::1]:80").header("x-sandbox", KEY),
+                baseline(DEFAULT_UPSTREAM, NO_OVERRIDE),
+            ),
+            // The filter names no service in an authority it cannot parse; Envoy's `payment:*`
+            // domain still takes it to the baseline.
+            (
+                "non-numeric port, key",
+                get("payment:notaport").header("x-sandbox", KEY),
+                baseline(PAYMENT_BASELINE, NO_OVERRIDE),
+            ),
+            (
+                "POST with a body, key",
+                TestRequest::post("payment", "/")
+                    .protocol(protocol)
+                    .header("x-sandbox", KEY)
+                    .body("{}"),
+                routed(PAYMENT_SANDBOX),
+            ),
         ];
-        for request in requests {
+        for (case, request, expected) in cases {
             let response = env.send(request).await;
-            assert!(response.status.is_success(), "{response:?}");
-            expect::decision(&response);
+            expect::outcome(&format!("{protocol:?} {case}"), &response, expected);
         }
     }
     expect::filter_healthy(&mut env).await;
