@@ -127,6 +127,8 @@ pub struct ShippedFilter {
     pub filter_config: Value,
     /// `use_remote_address` and `xff_num_trusted_hops` of its HTTP connection manager, if set.
     pub hcm_options: Vec<(String, Value)>,
+    /// The filter's `failure_policy` (`FAIL_CLOSED` when unset, as in Envoy).
+    pub failure_policy: FailurePolicy,
 }
 
 /// Reads the first HTTP connection manager with a sandbox-router filter in an Envoy YAML file
@@ -169,9 +171,16 @@ pub fn shipped_filter(path: &str) -> ShippedFilter {
                         .filter(|field| !hcm[**field].is_null())
                         .map(|field| ((*field).to_owned(), hcm[*field].clone()))
                         .collect();
+                    let failure_policy = match config["failure_policy"].as_str() {
+                        Some("FAIL_OPEN") => FailurePolicy::FailOpen,
+                        Some("FAIL_RELOAD") => FailurePolicy::FailReload,
+                        Some("FAIL_CLOSED") | None => FailurePolicy::FailClosed,
+                        Some(other) => panic!("{}: unknown failure_policy {other}", path.display()),
+                    };
                     return ShippedFilter {
                         filter_config,
                         hcm_options,
+                        failure_policy,
                     };
                 }
             }

@@ -372,3 +372,76 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+// ---- failure policy by role (finding 4) ----
+
+/// Each shipped Envoy config carries the failure policy of its role: a trust point (it strips
+/// keys from untrusted sources) fails closed, since an open failure would let unstripped keys
+/// through; a sidecar fails open, since baseline traffic must not pay for a fault in test
+/// tooling. Each is then run as shipped, with the fault-injection build made to trap, and its
+/// policy must hold.
+#[tokio::test]
+async fn each_shipped_config_fails_as_its_role_requires() {
+    for (file, trust_point) in [
+        ("envoy-config/ingress-gateway.yaml", true),
+        ("envoy-config/observability.yaml", true),
+        ("envoy-config/demo.yaml", false),
+    ] {
+        let shipped = sandbox::shipped_filter(file);
+        assert_eq!(
+            !shipped.filter_config["trust"].is_null(),
+            trust_point,
+            "{file}: a trust point configures `trust`, a sidecar here does not"
+        );
+        let expected = if trust_point {
+            FailurePolicy::FailClosed
+        } else {
+            FailurePolicy::FailOpen
+        };
+        assert_eq!(shipped.failure_policy, expected, "{file}");
+        let env = SandboxEnv::start_with(SandboxOptions {
+            filter_config: Some(shipped.filter_config),
+            hcm_options: shipped.hcm_options,
+            failure_policy: shipped.failure_policy,
+            wasm: Some(paths::fault_injection_wasm()),
+            concurrency: 1,
+            ..SandboxOptions::default()
+        })
+        .await;
+        let trap = env
+            .send(TestRequest::get("payment", "/").header("x-sandbox-router-fault", "trap"))
+            .await;
+        assert_eq!(trap.status, 503, "{file}: {trap:?}");
+        // From 127.0.0.1, which neither trust point trusts.
+        let keyed = env
+            .send(
+                TestRequest::get("payment", "/")
+                    .header("baggage", "sandbox=feature-x")
+                    .header("x-sandbox", KEY),
+            )
+            .await;
+        let keyless = env.send(TestRequest::get("payment", "/")).await;
+        if trust_point {
+            assert_eq!(keyed.status, 503, "{file}: {keyed:?}");
+            assert_eq!(keyless.status, 503, "{file}: {keyless:?}");
+            assert_eq!(env.upstream(PAYMENT_BASELINE).request_count(), 0, "{file}");
+        } else {
+            answered_by(&keyless, PAYMENT_BASELINE);
+        }
+        assert_eq!(env.upstream(PAYMENT_SANDBOX).request_count(), 0, "{file}");
+    }
+    // The sidecar forms that carry no inline configuration (the ECDS resource that
+    // scripts/sandboxes publishes, the mesh sidecar template) say FAIL_OPEN too.
+    for file in [
+        "envoy-config/ecds/sandbox-router.yaml",
+        "envoy-config/_mesh-sidecar.template.yaml",
+    ] {
+        let text = std::fs::read_to_string(paths::workspace_root().join(file)).unwrap();
+        let policies: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.split_once("failure_policy").map(|(_, rest)| rest))
+            .collect();
+        assert_eq!(policies.len(), 1, "{file}: {policies:?}");
+        assert!(policies[0].contains("FAIL_OPEN"), "{file}: {policies:?}");
+    }
+}

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use integration_tests::istio::{
     self, FilterSource, IstioSidecarEnv, Validation, PASSTHROUGH_UPSTREAM, SERVICE_PORT,
@@ -957,4 +958,54 @@ fn oci_image_holds_the_built_filter() {
             .collect()
     };
     assert_eq!(digests(&index_again), digests(&index));
+}
+
+/// Istio with `outboundTrafficPolicy: ALLOW_ANY` (issue 16, finding 9): a rewritten authority
+/// that has no virtual host (here the sandbox's Service is missing) matches istiod's `allow_any`
+/// virtual host and goes to `PassthroughCluster`, the original destination: in a real sidecar,
+/// the baseline the app dialed (here an upstream standing for it). The filter recorded
+/// `routed`; at the end of the request it sees the cluster that served it and counts
+/// `routed_to_passthrough`, so the mistake is visible. Mitigations (README, Istio):
+/// `REGISTRY_ONLY`, or cluster mode with explicit clusters.
+#[tokio::test]
+async fn a_rerouted_request_that_falls_through_to_passthrough_is_counted() {
+    let mut manifest = istio::wasm_plugin();
+    manifest["spec"]["pluginConfig"]["sandboxes"]["feature-x"]["routes"]["cart"]["authority"] =
+        json!("cart-missing.shop.svc.cluster.local");
+    let env = IstioSidecarEnv::start(FilterSource::WasmPluginManifest(manifest)).await;
+    let response = env
+        .send(keyed("cart:8080", "feature-x", Protocol::Http1))
+        .await;
+    let echo = expect::answered_by(&response, PASSTHROUGH_UPSTREAM);
+    assert_eq!(echo.authority(), "cart-missing.shop.svc.cluster.local:8080");
+    let counted = env
+        .envoy
+        .wait_for_stat(
+            "wasmcustom.sandbox_router.sandbox_requests.decision.routed_to_passthrough.sandbox.feature-x",
+            Duration::from_secs(10),
+            |v| v == Some(1),
+        )
+        .await;
+    assert_eq!(counted, Some(1));
+    // A request that reaches its sandbox is not counted.
+    let env = IstioSidecarEnv::start(FilterSource::WasmPlugin).await;
+    let response = env
+        .send(keyed("cart:8080", "feature-x", Protocol::Http1))
+        .await;
+    expect::answered_by(&response, CART_SANDBOX);
+    let routed = env
+        .envoy
+        .wait_for_stat(
+            "wasmcustom.sandbox_router.sandbox_requests.decision.routed.sandbox.feature-x",
+            Duration::from_secs(10),
+            |v| v == Some(1),
+        )
+        .await;
+    assert_eq!(routed, Some(1));
+    assert_eq!(
+        env.envoy
+            .stat("wasmcustom.sandbox_router.sandbox_requests.decision.routed_to_passthrough.sandbox.feature-x")
+            .await,
+        None
+    );
 }

@@ -833,9 +833,13 @@ async fn the_ingress_gateway_config_strips_keys_from_the_internet() {
         "the gateway must take the downstream address from the connection: {:?}",
         shipped.hcm_options
     );
+    // An edge tells internet clients nothing about its decisions (issue 16, finding 6): they are
+    // read from the audit log instead.
+    assert_eq!(shipped.filter_config["debug"], json!(false));
     let env = SandboxEnv::start_with(SandboxOptions {
         filter_config: Some(shipped.filter_config),
         hcm_options: shipped.hcm_options,
+        audit_log: true,
         ..SandboxOptions::default()
     })
     .await;
@@ -853,7 +857,8 @@ async fn the_ingress_gateway_config_strips_keys_from_the_internet() {
                     .header("x-forwarded-for", "10.0.0.7"),
             )
             .await;
-        let echo = expect::outcome(&case, &response, untrusted_at(PAYMENT_BASELINE));
+        assert_eq!(response.header(sandbox::DECISION_HEADER), None, "{case}");
+        let echo = expect::answered_by(&response, PAYMENT_BASELINE);
         carries_no_key(&case, &echo);
         received(
             &case,
@@ -865,4 +870,14 @@ async fn the_ingress_gateway_config_strips_keys_from_the_internet() {
         );
     }
     assert_eq!(env.upstream(PAYMENT_SANDBOX).request_count(), 0);
+    let records = env
+        .audit_log()
+        .wait_for_records(Protocol::ALL.len(), integration_tests::audit::DEFAULT_WAIT)
+        .await;
+    for record in &records {
+        assert_eq!(
+            record["sandbox_router"]["decision"], "untrusted",
+            "{record}"
+        );
+    }
 }
