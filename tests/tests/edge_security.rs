@@ -445,3 +445,16 @@ async fn each_shipped_config_fails_as_its_role_requires() {
         assert!(policies[0].contains("FAIL_OPEN"), "{file}: {policies:?}");
     }
 }
+
+/// Finding 5: an IPv4-mapped trust range is the IPv4 range it maps. Before, it could never match
+/// (mapped peers are compared as IPv4), so a trusted caller's key was stripped.
+#[tokio::test]
+async fn an_ipv4_mapped_trust_range_trusts_its_ipv4_peers() {
+    let mut config = sandbox::default_filter_config();
+    config["trust"] = json!({ "sources": ["::ffff:127.0.0.0/104"], "untrusted": "strip" });
+    let env = start_with_config(config).await;
+    let response = env
+        .send(TestRequest::get("payment", "/").header("baggage", "sandbox=feature-x"))
+        .await;
+    expect::routed_to(&response, PAYMENT_SANDBOX);
+}

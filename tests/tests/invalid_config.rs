@@ -151,3 +151,35 @@ async fn wrongly_typed_field_is_refused() {
     let config = config_with(|c| c["debug"] = json!("yes"));
     assert_refused(&config, &["debug"]).await;
 }
+
+/// Configurations that used to load but were unsafe (issue 16, finding 5).
+#[tokio::test]
+async fn unsafe_configurations_are_refused() {
+    // A cluster header that carries credentials: the filter would remove it from baseline
+    // requests (before, `authorization` was accepted, then stripped from every request).
+    for header in ["authorization", "cookie", "x-forwarded-for", "host", "te"] {
+        assert_refused(
+            &config_with(|c| c["cluster_header"] = json!(header)),
+            &["cluster_header: ", header],
+        )
+        .await;
+    }
+    assert_refused(
+        &config_with(|c| c["key_header"] = json!("proxy-authorization")),
+        &["key_header: ", "proxy-authorization"],
+    )
+    .await;
+    // A route target that is itself a routed service: recorded as routed, served by a baseline.
+    assert_refused(
+        &config_with(|c| {
+            c["sandboxes"]["feature-y"] =
+                json!({ "routes": { "catalog": { "authority": "payment.shop.svc.cluster.local" } } })
+        }),
+        &[
+            "sandboxes.feature-y.routes: ",
+            "`payment.shop.svc.cluster.local`",
+            "is itself a service the table routes",
+        ],
+    )
+    .await;
+}
