@@ -108,9 +108,13 @@ pub fn route_request(router: &Router, metrics: &mut Metrics, vm: VmId) -> Handle
                     state.slot = slot;
                 }
                 // Counted and audited as what it would have been; it goes on.
-                Guarded::Shadow(would_be) => label = would_be,
+                Guarded::Shadow(would_be) => {
+                    label = would_be;
+                    reason = None;
+                }
                 Guarded::Rejected(rejected) => {
                     label = rejected;
+                    reason = None;
                     handled.answered = true;
                 }
                 Guarded::Unlimited => {}
