@@ -14,8 +14,10 @@ pub mod client;
 pub mod envoy;
 pub mod expect;
 pub mod istio;
+pub mod load;
 pub mod otel;
 pub mod paths;
+pub mod ratelimit;
 pub mod sandbox;
 pub mod upstream;
 
