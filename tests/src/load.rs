@@ -25,7 +25,8 @@ pub struct Answer {
 }
 
 /// Opens h2c connections to `envoy`'s listener `listener` until Envoy's per-worker listener
-/// stats show that each of its `workers` accepted at least two of them.
+/// stats show that each of its `workers` accepted at least two of them. The stats are named by
+/// the configured address (port 0), so `envoy` must have no other listener.
 pub async fn connections_on_every_worker(
     envoy: &Envoy,
     listener: &str,
@@ -42,10 +43,10 @@ pub async fn connections_on_every_worker(
             );
         }
         let stats = envoy.stats().await;
-        // `listener.<ip>_<port>.worker_<n>.downstream_cx_total`.
+        // `listener.<configured address>.worker_<n>.downstream_cx_total`.
         let per_worker: Vec<u64> = (0..workers)
             .map(|w| {
-                let suffix = format!("_{}.worker_{w}.downstream_cx_total", addr.port());
+                let suffix = format!(".worker_{w}.downstream_cx_total");
                 stats
                     .iter()
                     .filter(|(name, _)| name.starts_with("listener.") && name.ends_with(&suffix))

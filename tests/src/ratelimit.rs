@@ -467,9 +467,10 @@ impl ShippedRateLimit {
         options
     }
 
-    /// The filter's `timeout` (e.g. `"0.1s"`).
-    pub fn timeout(&self) -> Option<&str> {
-        self.http_filter["typed_config"]["timeout"].as_str()
+    /// The same with the filter's `timeout` set to `timeout` (e.g. `"1s"`).
+    pub fn with_timeout(mut self, timeout: &str) -> Self {
+        self.http_filter["typed_config"]["timeout"] = serde_json::Value::from(timeout);
+        self
     }
 }
 
