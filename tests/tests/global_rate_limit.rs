@@ -353,19 +353,28 @@ async fn the_local_guard_applies_first_and_its_refusals_make_no_call() {
         },
     )
     .await;
-    for _ in 0..2 {
+    for remaining in ["1", "0"] {
         let response = env.send(keyed("payment")).await;
         expect::routed_to(&response, PAYMENT_SANDBOX);
-        println!("{response:?}");
+        // Both filters write x-ratelimit-*; the sandbox-router, which sees the response last,
+        // replaces Envoy's figures (1000 per second) with its own bucket's.
+        assert_eq!(response.header("x-ratelimit-limit").as_deref(), Some("2"));
+        assert_eq!(
+            response.header("x-ratelimit-remaining").as_deref(),
+            Some(remaining)
+        );
     }
     let refused = env.send(keyed("payment")).await;
-    println!("{refused:?}");
     assert_eq!(refused.status, 429, "{refused:?}");
     assert_eq!(
         refused.header("x-sandbox-router-limited").as_deref(),
         Some(KEY)
     );
-    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    assert_eq!(
+        refused.header("retry-after").as_deref(),
+        Some("100"),
+        "{refused:?}"
+    );
     assert!(
         refused
             .body_text()
@@ -548,4 +557,52 @@ async fn only_a_registered_trusted_unexpired_key_builds_a_descriptor() {
         }
     }
     assert_eq!(service.sandbox_values(), [KEY; 2]);
+}
+
+// ---- the shipped Istio manifest ----
+
+/// `istio/global-rate-limit.yaml` patches in the same filter and route action as the tested
+/// `envoy-config/global-rate-limit.yaml` (which Envoy validates and these tests run).
+#[test]
+fn the_istio_envoyfilter_adds_the_tested_filter_and_rate_limits() {
+    let shipped = ShippedRateLimit::shipped();
+    let manifest = integration_tests::istio::load_manifest("global-rate-limit.yaml", "EnvoyFilter");
+    let patches = manifest["spec"]["configPatches"]
+        .as_array()
+        .expect("configPatches");
+    let patch = |apply_to: &str| {
+        patches
+            .iter()
+            .find(|p| p["applyTo"] == apply_to)
+            .unwrap_or_else(|| panic!("no {apply_to} patch"))
+    };
+
+    let filter = patch("HTTP_FILTER");
+    assert_eq!(filter["match"]["context"], "SIDECAR_OUTBOUND");
+    assert_eq!(filter["patch"]["operation"], "INSERT_BEFORE");
+    assert_eq!(
+        filter["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router"
+    );
+    assert_eq!(filter["patch"]["value"], shipped.http_filter);
+
+    let vhost = patch("VIRTUAL_HOST");
+    assert_eq!(vhost["match"]["context"], "SIDECAR_OUTBOUND");
+    assert_eq!(vhost["patch"]["operation"], "MERGE");
+    assert_eq!(
+        vhost["patch"]["value"]["rate_limits"],
+        json!(shipped.rate_limits)
+    );
+
+    let cluster = patch("CLUSTER");
+    assert_eq!(cluster["patch"]["operation"], "ADD");
+    assert_eq!(
+        cluster["patch"]["value"]["name"],
+        shipped.cluster_name.as_str()
+    );
+    assert_eq!(
+        cluster["patch"]["value"]["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"],
+        json!({ "http2_protocol_options": {} })
+    );
 }
