@@ -315,6 +315,7 @@ async fn over_the_global_limit_envoy_answers_429_with_its_rate_limit_headers() {
     // gRPC: RESOURCE_EXHAUSTED (rate_limited_as_resource_exhausted), HTTP 200.
     assert_eq!(refused_grpc.status, 200, "{refused_grpc:?}");
     assert_eq!(refused_grpc.grpc_status().as_deref(), Some("8"));
+    assert_eq!(refused_grpc.header("grpc-message"), None);
     assert_eq!(
         refused_grpc.header("x-envoy-ratelimited").as_deref(),
         Some("true")
@@ -375,13 +376,27 @@ async fn the_local_guard_applies_first_and_its_refusals_make_no_call() {
         Some("100"),
         "{refused:?}"
     );
-    assert!(
-        refused
-            .body_text()
-            .starts_with("sandbox feature-x: rate limit exceeded"),
-        "{refused:?}"
+    const MESSAGE: &str =
+        "sandbox feature-x: rate limit exceeded (0.01 requests/s, burst 2); retry in 100s";
+    assert_eq!(refused.body_text(), MESSAGE);
+    assert_eq!(
+        expect::decision(&refused),
+        "rejected; key=feature-x; reason=rate_limited"
     );
     assert_eq!(refused.header("x-envoy-ratelimited"), None);
+    let refused_grpc = env
+        .send(
+            TestRequest::grpc("payment", "/shop.Payment/Pay")
+                .header("x-sandbox", KEY)
+                .header(KEY_HEADER, KEY),
+        )
+        .await;
+    assert_eq!(refused_grpc.status, 200, "{refused_grpc:?}");
+    assert_eq!(refused_grpc.grpc_status().as_deref(), Some("8"));
+    assert_eq!(
+        refused_grpc.header("grpc-message").as_deref(),
+        Some(MESSAGE)
+    );
     // Only the two admitted requests asked the service.
     assert_eq!(service.sandbox_values(), [KEY; 2]);
 }
