@@ -182,7 +182,12 @@ struct Service {
 impl Service {
     /// Counts one descriptor (a hit of `hits` on every limit that applies to it) and says how
     /// it stands, from the most restrictive counter. No limit applies: OK, with no limit.
-    fn check(&self, domain: &str, descriptor: &RateLimitDescriptor, hits: u64) -> DescriptorStatus {
+    fn check(
+        &self,
+        domain: &str,
+        descriptor: &RateLimitDescriptor,
+        hits: u64,
+    ) -> Result<DescriptorStatus, tonic::Status> {
         let entries: std::collections::HashMap<String, String> = descriptor
             .entries
             .iter()
@@ -192,16 +197,12 @@ impl Service {
         // (here one at a time, so `descriptors[0]` is always this one).
         let mut context = Context::default();
         context.list_binding("descriptors".to_owned(), vec![entries]);
-        let result =
-            match self
-                .limiter
-                .check_rate_limited_and_update(&domain.into(), &context, hits)
-            {
-                Ok(result) => result,
-                // Limitador's in-memory storage does not fail; answer as an unavailable
-                // server would (Envoy then applies its failure mode).
-                Err(_) => return DescriptorStatus::default(),
-            };
+        // Limitador's in-memory storage does not fail; if it did, answer as the Limitador
+        // server does: unavailable, so that Envoy applies its failure mode.
+        let result = self
+            .limiter
+            .check_rate_limited_and_update(&domain.into(), &context, hits)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let tightest = result
             .counters
             .iter()
@@ -211,7 +212,7 @@ impl Service {
         } else {
             Code::Ok
         };
-        DescriptorStatus {
+        Ok(DescriptorStatus {
             code: code.into(),
             current_limit: tightest.map(|c| RateLimit {
                 name: String::new(),
@@ -231,7 +232,7 @@ impl Service {
                     nanos: 0,
                 }),
             quota: None,
-        }
+        })
     }
 }
 
@@ -245,11 +246,11 @@ impl RateLimitServiceApi for Service {
         let request = request.into_inner();
         // `hits_addend` 0 means 1 (proto3 default).
         let hits = u64::from(request.hits_addend.max(1));
-        let statuses: Vec<DescriptorStatus> = request
+        let statuses = request
             .descriptors
             .iter()
             .map(|d| self.check(&request.domain, d, hits))
-            .collect();
+            .collect::<Result<Vec<_>, _>>()?;
         let code = if statuses
             .iter()
             .any(|s| s.code == i32::from(Code::OverLimit))
