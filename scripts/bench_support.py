@@ -66,9 +66,10 @@ def router_filter():
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
 
-def bootstrap(port, virtual_hosts, http_filters):
+def bootstrap(port, virtual_hosts, http_filters, listeners=(), clusters=()):
     """One listener answering from the route table itself (direct responses): no upstream
-    process shares the CPU, so the figures are Envoy's and the filter's alone."""
+    process shares the CPU, so the figures are Envoy's and the filter's alone. `listeners` and
+    `clusters` are added as they are (e.g. an in-Envoy upstream for routes that must forward)."""
     return {
         "node": {"id": "bench", "cluster": "bench"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -84,7 +85,38 @@ def bootstrap(port, virtual_hosts, http_filters):
                     "http_filters": http_filters + [router_filter()],
                 },
             }]}],
-        }]},
+        }] + list(listeners), "clusters": list(clusters)},
+    }
+
+
+def cluster(name, port, http2=False):
+    """A STATIC cluster with one endpoint on 127.0.0.1:`port`."""
+    out = {"name": name, "type": "STATIC", "connect_timeout": "1s",
+           "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+               "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+    if http2:
+        out["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+    return out
+
+
+def direct_listener(name, port, body):
+    """A listener answering every request itself (200, `body`)."""
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name, "codec_type": "AUTO",
+                "route_config": {"name": name, "virtual_hosts": [
+                    {"name": name, "domains": ["*"], "routes": [direct(body)]}]},
+                "http_filters": [router_filter()],
+            },
+        }]}],
     }
 
 

@@ -286,6 +286,13 @@ pub struct SandboxOptions {
     pub hcm_options: Vec<(String, Value)>,
     /// The filter's `.wasm` instead of the release build (e.g. the fault-injection build).
     pub wasm: Option<PathBuf>,
+    /// HTTP filters placed after the sandbox-router, before the router (e.g. Envoy's global
+    /// rate limit filter, [`crate::ratelimit`]).
+    pub http_filters_after: Vec<Value>,
+    /// Route `rate_limits` on every forwarding route.
+    pub rate_limits: Vec<Value>,
+    /// More clusters (e.g. the rate limit service's gRPC cluster).
+    pub extra_clusters: Vec<Cluster>,
 }
 
 impl Default for SandboxOptions {
@@ -305,6 +312,9 @@ impl Default for SandboxOptions {
             listener_address: None,
             hcm_options: Vec::new(),
             wasm: None,
+            http_filters_after: Vec::new(),
+            rate_limits: Vec::new(),
+            extra_clusters: Vec::new(),
         }
     }
 }
@@ -437,9 +447,12 @@ pub fn sandbox_bootstrap_with_log(
     let catalog = VirtualHost::new("catalog", domains_for(&kubernetes_names("catalog")))
         .to_cluster(CATALOG_BASELINE);
     let fallback = VirtualHost::new("default", ["*"]).to_cluster(DEFAULT_UPSTREAM);
-    let timeout = |vhost: VirtualHost| match options.route_timeout {
-        Some(t) => vhost.route_timeout(t),
-        None => vhost,
+    let timeout = |vhost: VirtualHost| {
+        let vhost = vhost.rate_limits(options.rate_limits.clone());
+        match options.route_timeout {
+            Some(t) => vhost.route_timeout(t),
+            None => vhost,
+        }
     };
     let (payment, payment_sandbox, inventory, catalog, fallback) = (
         timeout(payment),
@@ -482,14 +495,21 @@ pub fn sandbox_bootstrap_with_log(
         };
         listener = listener.http_filter(filter);
     }
+    for filter in &options.http_filters_after {
+        listener = listener.http_filter(filter.clone());
+    }
 
     let mut bootstrap = Bootstrap::new().listener(listener);
     if options.stats_tags {
         bootstrap = bootstrap.stats_tags(stats_tags());
     }
-    upstreams.iter().fold(bootstrap, |b, u| {
+    let bootstrap = upstreams.iter().fold(bootstrap, |b, u| {
         b.cluster(Cluster::new(u.name(), u.port()).http2(options.upstream_http2))
-    })
+    });
+    options
+        .extra_clusters
+        .iter()
+        .fold(bootstrap, |b, c| b.cluster(c.clone()))
 }
 
 /// The filter's debug decision header on a response.

@@ -35,6 +35,12 @@ fn shipped_envoy_configs_validate() {
         "no *.yaml in {}/envoy-config (expected at least demo.yaml)",
         paths::workspace_root().display()
     );
+    for expected in ["demo.yaml", "global-rate-limit.yaml"] {
+        assert!(
+            configs.iter().any(|c| c.ends_with(expected)),
+            "envoy-config/{expected} is not among the validated configs: {configs:?}"
+        );
+    }
     let root = paths::workspace_root();
     let mut failures = Vec::new();
     for config in &configs {

@@ -67,6 +67,7 @@ fn manifests_pass_istios_published_schemas() {
         "wasmplugin.yaml",
         "trafficextension.yaml",
         "envoyfilter.yaml",
+        "global-rate-limit.yaml",
         "sandbox-payment-feature-y.yaml",
     ] {
         assert!(
@@ -108,6 +109,15 @@ fn manifests_pass_istios_published_schemas() {
     );
     expect(
         "istio/envoyfilter.yaml",
+        0,
+        &[
+            ("objectmeta", "pass"),
+            ("kubernetes-models", "pass"),
+            ("crd", crd),
+        ],
+    );
+    expect(
+        "istio/global-rate-limit.yaml",
         0,
         &[
             ("objectmeta", "pass"),

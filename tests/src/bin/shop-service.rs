@@ -18,10 +18,16 @@
 //!   needs it (the orchestrator writes it once the sidecar, started after the app, is up).
 //! - Without a downstream (the last service of the chain) it answers itself. It keeps orders:
 //!   `GET /orders` lists them, `POST /orders` (a JSON object body) adds one. Data isolation as
-//!   the apps do it: a request carrying a sandbox key (the `sandbox` member of W3C `baggage`,
-//!   else `x-sandbox`, `ot-baggage-sandbox`, `uberctx-sandbox`, `tracestate`) reads and writes
-//!   that sandbox's own store, never the production one. `--data-dir DIR` keeps the stores as
-//!   JSON lines (`DIR/orders.production.jsonl`, `DIR/orders.sandbox.<key>.jsonl`).
+//!   the apps do it: the store is chosen by the `x-sandbox-key` request header, which the
+//!   sandbox-router in the caller's sidecar sets to the key of a registered, trusted, unexpired
+//!   sandbox (and removes when a client sent it). A request with it reads and writes that
+//!   sandbox's own store, never the production one; a request without it is production traffic
+//!   (an unknown or expired key included, as the sidecar routes it). The app parses no baggage
+//!   for this. `--data-dir DIR` keeps the stores as JSON lines (`DIR/orders.production.jsonl`,
+//!   `DIR/orders.sandbox.<key>.jsonl`).
+//! - Each hop reports the sandbox key it reads from the propagated context (`sandbox_key`: the
+//!   `sandbox` member of W3C `baggage`, else `x-sandbox`, `ot-baggage-sandbox`,
+//!   `uberctx-sandbox`, `tracestate`), which is what it passes on.
 //!
 //! Every answer is JSON naming who served each hop:
 //!
@@ -368,7 +374,10 @@ impl Service {
 
         let answer = match &self.downstream {
             Some(downstream) => self.forward(downstream, &parts, body, hop).await,
-            None => self.serve(&parts.method, parts.uri.path(), &body, &key, hop),
+            None => {
+                let store_key = store_key(&parts.headers);
+                self.serve(&parts.method, parts.uri.path(), &body, &store_key, hop)
+            }
         };
         let route = answer.body["route"].as_str().unwrap_or_default().to_owned();
         eprintln!(
@@ -389,7 +398,7 @@ impl Service {
             .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
     }
 
-    /// The last service of the chain answers the request itself.
+    /// The last service of the chain answers the request itself; `key` picks the order store.
     fn serve(
         &self,
         method: &Method,
@@ -432,7 +441,7 @@ impl Service {
             Key::Invalid(raw) => {
                 return fail(
                     StatusCode::BAD_REQUEST,
-                    format!("malformed sandbox key {raw:?}: refusing to touch any store"),
+                    format!("malformed {KEY_HEADER} {raw:?}: refusing to touch any store"),
                 )
             }
         };
@@ -718,7 +727,26 @@ fn is_valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The sandbox key of a request, as the app reads it: the `sandbox` member of W3C `baggage`
+/// The request header the sandbox-router of the caller's sidecar sets to the key of a
+/// registered, trusted, unexpired sandbox (its `key_header`), after removing any client copy.
+const KEY_HEADER: &str = "x-sandbox-key";
+
+/// The key whose order store a request uses: the one `x-sandbox-key` value. Several values
+/// (which the sidecar never sends) or a malformed one touch no store.
+fn store_key(headers: &HeaderMap) -> Key {
+    let values: Vec<String> = headers
+        .get_all(KEY_HEADER)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    match values.as_slice() {
+        [] => Key::Absent,
+        [key] if is_valid_key(key) => Key::Valid(key.clone()),
+        _ => Key::Invalid(values.join(", ")),
+    }
+}
+
+/// The sandbox key of a request's context, as the app reads it: the `sandbox` member of W3C `baggage`
 /// first, then `x-sandbox`, `ot-baggage-sandbox`, `uberctx-sandbox`, `tracestate`.
 fn sandbox_key(headers: &HeaderMap) -> Key {
     let values = |name: &str| -> Vec<String> {

@@ -37,6 +37,8 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// `timeout` of every forwarding route of this host (Envoy's default is 15 s).
     pub route_timeout: Option<std::time::Duration>,
+    /// `rate_limits` of every forwarding route of this host (none if empty).
+    pub rate_limits: Vec<Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -151,7 +153,15 @@ impl VirtualHost {
             domains: domains.into_iter().map(Into::into).collect(),
             routes: Vec::new(),
             route_timeout: None,
+            rate_limits: Vec::new(),
         }
+    }
+
+    /// Sets `rate_limits` on every forwarding route of this host (Envoy's global rate limit
+    /// filter builds its descriptors from them).
+    pub fn rate_limits(mut self, rate_limits: Vec<Value>) -> Self {
+        self.rate_limits = rate_limits;
+        self
     }
 
     /// Sets `timeout` on every forwarding route of this host.
@@ -179,10 +189,13 @@ impl VirtualHost {
             "domains": self.domains,
             "routes": self.routes.iter().map(|route| {
                 let mut rendered = route.render();
-                if let (Some(timeout), Some(action)) =
-                    (self.route_timeout, rendered.get_mut("route"))
-                {
-                    action["timeout"] = json!(format!("{}s", timeout.as_secs_f64()));
+                if let Some(action) = rendered.get_mut("route") {
+                    if let Some(timeout) = self.route_timeout {
+                        action["timeout"] = json!(format!("{}s", timeout.as_secs_f64()));
+                    }
+                    if !self.rate_limits.is_empty() {
+                        action["rate_limits"] = json!(self.rate_limits);
+                    }
                 }
                 rendered
             }).collect::<Vec<_>>(),
