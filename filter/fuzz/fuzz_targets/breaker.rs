@@ -1,0 +1,185 @@
+//! The circuit breaker (`core::breaker`) over a shared store that misbehaves as the host's may
+//! (other workers' writes between a read and a write, failing calls, bytes that are not a
+//! cell), driven by arbitrary admissions, verdicts and clock moves. Never a panic; attempts stay
+//! bounded; with a well-behaved store, a half-open breaker never lets more than its probes
+//! through, the open time stays within [open, max_open], and a refusal always names a
+//! retry time.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use sandbox_router::core::breaker::{
+    admit, ensure_cell, record, return_probe, Admission, BreakerCell, BreakerPolicy, Phase,
+    Ticket, MAX_ATTEMPTS,
+};
+use sandbox_router::core::guard::{SetError, Store, StoreUnavailable};
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Mischief {
+    None,
+    /// Another worker rewrites the cell between our read and our write.
+    Race,
+    Fail,
+    Garbage(u8),
+}
+
+struct FuzzStore {
+    value: Option<(Vec<u8>, u32)>,
+    next_cas: u32,
+    mischief: Vec<Mischief>,
+    gets: u32,
+    misbehaved: bool,
+}
+
+impl FuzzStore {
+    fn next(&mut self) -> Mischief {
+        let m = self.mischief.pop().unwrap_or(Mischief::None);
+        if !matches!(m, Mischief::None) {
+            self.misbehaved = true;
+        }
+        m
+    }
+
+    fn bump(&mut self) -> u32 {
+        self.next_cas = self.next_cas.wrapping_add(1).max(1);
+        self.next_cas
+    }
+
+    fn cell(&self) -> Option<BreakerCell> {
+        self.value.as_ref().and_then(|(v, _)| BreakerCell::decode(v))
+    }
+}
+
+impl Store for FuzzStore {
+    fn get<T>(
+        &mut self,
+        _key: &str,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<(Option<T>, u32), StoreUnavailable> {
+        self.gets += 1;
+        let found = match &self.value {
+            Some((v, cas)) => (read(v), *cas),
+            None => (None, 0),
+        };
+        match self.next() {
+            Mischief::None => {}
+            Mischief::Fail => return Err(StoreUnavailable),
+            Mischief::Race => {
+                let cas = self.bump();
+                if let Some((_, c)) = &mut self.value {
+                    *c = cas;
+                }
+            }
+            Mischief::Garbage(n) => {
+                let cas = self.bump();
+                self.value = Some((vec![n; usize::from(n)], cas));
+            }
+        }
+        Ok(found)
+    }
+
+    fn set(&mut self, _key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
+        if let Some((_, current)) = &self.value {
+            if cas != 0 && cas != *current {
+                return Err(SetError::CasMismatch);
+            }
+        }
+        if matches!(self.next(), Mischief::Fail) {
+            return Err(SetError::Failed);
+        }
+        let next = self.bump();
+        self.value = Some((value.to_vec(), next));
+        Ok(())
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Admit { advance_ms: u16 },
+    /// Records the verdict of the `n`-th outstanding ticket.
+    Record { n: u8, failed: bool, advance_ms: u16 },
+    ReturnProbe { n: u8 },
+    Ensure,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    consecutive_failures: u8,
+    ratio_percent: u8,
+    min_requests: u8,
+    window_s: u8,
+    open_s: u8,
+    extra_max_open_s: u8,
+    half_open_requests: u8,
+    start_ns: u64,
+    ops: Vec<Op>,
+    mischief: Vec<Mischief>,
+}
+
+const SEC: u64 = 1_000_000_000;
+
+fuzz_target!(|input: Input| {
+    let open_s = u64::from(input.open_s.max(1));
+    let policy = BreakerPolicy {
+        consecutive_failures: u32::from(input.consecutive_failures % 10),
+        failure_ratio_ppm: u64::from(input.ratio_percent % 100 + 1) * 10_000,
+        min_requests: u32::from(input.min_requests % 30),
+        window_ns: u64::from(input.window_s.max(1)) * SEC,
+        open_ns: open_s * SEC,
+        max_open_ns: (open_s + u64::from(input.extra_max_open_s)) * SEC,
+        half_open_requests: u32::from(input.half_open_requests % 5 + 1),
+        store_key: "sandbox-router/circuit/fuzz".into(),
+    };
+    let mut store = FuzzStore {
+        value: None,
+        next_cas: 0,
+        mischief: input.mischief.iter().copied().take(256).collect(),
+        gets: 0,
+        misbehaved: false,
+    };
+    let mut now = input.start_ns;
+    let mut tickets: Vec<Ticket> = Vec::new();
+    for op in input.ops.iter().take(128) {
+        let gets = store.gets;
+        match op {
+            Op::Ensure => {
+                let _ = ensure_cell(&mut store, &policy);
+            }
+            Op::Admit { advance_ms } => {
+                now = now.saturating_add(u64::from(*advance_ms) * 1_000_000);
+                let admitted = admit(&mut store, &policy, now);
+                assert!(store.gets - gets <= MAX_ATTEMPTS);
+                match admitted.admission {
+                    Admission::Refuse { retry_after_s, .. } => {
+                        assert!(retry_after_s >= 1);
+                        assert!(retry_after_s <= policy.max_open_ns / SEC + 1);
+                    }
+                    other => tickets.extend(other.ticket()),
+                }
+            }
+            Op::Record { n, failed, advance_ms } => {
+                now = now.saturating_add(u64::from(*advance_ms) * 1_000_000);
+                if !tickets.is_empty() {
+                    let ticket = tickets.remove(usize::from(*n) % tickets.len());
+                    let _ = record(&mut store, &policy, ticket, *failed, now);
+                    assert!(store.gets - gets <= MAX_ATTEMPTS);
+                }
+            }
+            Op::ReturnProbe { n } => {
+                if !tickets.is_empty() {
+                    let ticket = tickets.remove(usize::from(*n) % tickets.len());
+                    return_probe(&mut store, &policy, ticket);
+                }
+            }
+        }
+        if !store.misbehaved {
+            if let Some(cell) = store.cell() {
+                assert!(cell.open_ns >= policy.open_ns && cell.open_ns <= policy.max_open_ns);
+                if cell.phase == Phase::HalfOpen {
+                    assert!(cell.probes_admitted <= policy.half_open_requests);
+                    assert!(cell.probes_succeeded < policy.half_open_requests);
+                }
+            }
+        }
+    }
+});
