@@ -11,13 +11,16 @@
 pub mod audit;
 pub mod body;
 pub mod client;
+pub mod clock;
 pub mod envoy;
 pub mod expect;
 pub mod istio;
+pub mod observability;
 pub mod otel;
 pub mod paths;
 pub mod sandbox;
 pub mod upstream;
+pub mod workers;
 
 pub use client::{Connection, Echo, Protocol, TestRequest, TestResponse};
 pub use envoy::{Bootstrap, Cluster, Envoy, EnvoyBuilder, Listener, Route, VirtualHost};

@@ -103,21 +103,15 @@ pub fn default_filter_config() -> Value {
     })
 }
 
-/// Bootstrap `stats_config.stats_tags` that turn the filter's counter names
-/// (`wasmcustom.sandbox_router.<counter>.decision.<d>[.sandbox.<key>]`) into the metric
-/// `wasmcustom.sandbox_router.<counter>` with tags `decision` and `sandbox`. Envoy 1.40 exports
-/// custom (Wasm) metrics to Prometheus without its `envoy_` prefix and without the
-/// `wasmcustom` namespace: `sandbox_router_requests_total{decision="routed"}`,
+/// Bootstrap `stats_config.stats_tags` of `envoy-config/observability.yaml`, as shipped: they
+/// turn the filter's counter names (`wasmcustom.sandbox_router.<counter>.decision.<d>
+/// [.sandbox.<key>]`) into the metric `wasmcustom.sandbox_router.<counter>` with tags `decision`
+/// and `sandbox`. Envoy 1.40 exports custom (Wasm) metrics to Prometheus without its `envoy_`
+/// prefix and without the `wasmcustom` namespace: `sandbox_router_requests_total{decision="routed"}`,
 /// `sandbox_router_sandbox_requests{sandbox="feature-x",decision="routed"}`.
 pub fn stats_tags() -> Vec<Value> {
-    vec![
-        json!({ "tag_name": "decision", "regex": STATS_TAG_DECISION_REGEX }),
-        json!({ "tag_name": "sandbox", "regex": STATS_TAG_SANDBOX_REGEX }),
-    ]
+    crate::observability::stats_tags()
 }
-
-pub const STATS_TAG_DECISION_REGEX: &str = r"^wasmcustom\.sandbox_router\.\w+(\.decision\.(\w+))";
-pub const STATS_TAG_SANDBOX_REGEX: &str = r"(\.sandbox\.([A-Za-z0-9._-]+))$";
 
 /// The sandbox-router filter of a shipped Envoy config (e.g. `envoy-config/ingress-gateway.yaml`):
 /// its JSON configuration, and the HCM settings that decide the downstream address the
@@ -277,6 +271,8 @@ pub struct SandboxOptions {
     pub hcm_options: Vec<(String, Value)>,
     /// The filter's `.wasm` instead of the release build (e.g. the fault-injection build).
     pub wasm: Option<PathBuf>,
+    /// Bootstrap `node.metadata` (e.g. Istio's `{"NAMESPACE": "shop"}`).
+    pub node_metadata: Option<Value>,
 }
 
 impl Default for SandboxOptions {
@@ -296,6 +292,7 @@ impl Default for SandboxOptions {
             listener_address: None,
             hcm_options: Vec::new(),
             wasm: None,
+            node_metadata: None,
         }
     }
 }
@@ -477,6 +474,9 @@ pub fn sandbox_bootstrap_with_log(
     let mut bootstrap = Bootstrap::new().listener(listener);
     if options.stats_tags {
         bootstrap = bootstrap.stats_tags(stats_tags());
+    }
+    if let Some(metadata) = &options.node_metadata {
+        bootstrap = bootstrap.node_metadata(metadata.clone());
     }
     upstreams.iter().fold(bootstrap, |b, u| {
         b.cluster(Cluster::new(u.name(), u.port()).http2(options.upstream_http2))

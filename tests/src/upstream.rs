@@ -21,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::body::Frames;
@@ -32,6 +33,9 @@ pub const UPSTREAM_AUTHORITY_HEADER: &str = "x-upstream-authority";
 
 /// Request header: wait this many milliseconds before answering (overrides the option).
 pub const DELAY_HEADER: &str = "x-echo-delay-ms";
+/// Request header (any value): hold the answer until the test calls [`Upstream::release_held`],
+/// so a test can keep requests in progress for as long as it needs, however slow the machine.
+pub const HOLD_HEADER: &str = "x-echo-hold";
 
 /// A gRPC message frame with an empty payload: not compressed, length 0.
 pub const GRPC_EMPTY_MESSAGE: [u8; 5] = [0, 0, 0, 0, 0];
@@ -50,6 +54,7 @@ pub struct Upstream {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     concurrency: Arc<Concurrency>,
+    release: Arc<watch::Sender<u64>>,
     accept_task: JoinHandle<()>,
 }
 
@@ -58,6 +63,8 @@ struct Shared {
     options: UpstreamOptions,
     requests: Arc<AtomicUsize>,
     concurrency: Arc<Concurrency>,
+    /// Bumped by [`Upstream::release_held`]: held requests answer when it changes.
+    release: Arc<watch::Sender<u64>>,
 }
 
 /// Requests being answered right now, and the most seen at once.
@@ -100,11 +107,13 @@ impl Upstream {
             .expect("bound listener has an address");
         let requests = Arc::new(AtomicUsize::new(0));
         let concurrency = Arc::new(Concurrency::default());
+        let release = Arc::new(watch::channel(0u64).0);
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             options,
             requests: requests.clone(),
             concurrency: concurrency.clone(),
+            release: release.clone(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, shared));
         Upstream {
@@ -112,6 +121,7 @@ impl Upstream {
             addr,
             requests,
             concurrency,
+            release,
             accept_task,
         }
     }
@@ -142,6 +152,11 @@ impl Upstream {
     /// [`Upstream::reset_peak`].
     pub fn peak_in_progress(&self) -> usize {
         self.concurrency.peak.load(Ordering::SeqCst)
+    }
+
+    /// Answers every request held by [`HOLD_HEADER`] that has arrived so far.
+    pub fn release_held(&self) {
+        self.release.send_modify(|generation| *generation += 1);
     }
 
     /// Restarts the peak count from the requests in progress now.
@@ -178,6 +193,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Frames> {
+    // Subscribed before the request counts as arrived: a release after that answers it.
+    let mut released = shared.release.subscribe();
     shared.requests.fetch_add(1, Ordering::SeqCst);
     let _in_progress = InProgress::start(&shared.concurrency);
     let (parts, body) = req.into_parts();
@@ -191,6 +208,10 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Frames> {
         .map(Duration::from_millis);
     if let Some(delay) = requested_delay.or(shared.options.delay) {
         tokio::time::sleep(delay).await;
+    }
+    if parts.headers.contains_key(HOLD_HEADER) {
+        // An error means the upstream is gone: answer anyway.
+        let _ = released.changed().await;
     }
 
     let authority = parts

@@ -5,9 +5,7 @@
 use integration_tests::audit;
 use integration_tests::expect::{self, answered_by};
 use integration_tests::otel::{app_views, AppView};
-use integration_tests::sandbox::{
-    self, SandboxOptions, KEY, PAYMENT_BASELINE, PAYMENT_SANDBOX,
-};
+use integration_tests::sandbox::{self, SandboxOptions, KEY, PAYMENT_BASELINE, PAYMENT_SANDBOX};
 use integration_tests::{Protocol, SandboxEnv, TestRequest};
 
 /// Member spellings that OpenTelemetry Python (and, for the `%XX` ones, JavaScript's
@@ -93,7 +91,10 @@ async fn every_member_an_app_reads_as_the_key_is_stripped_at_the_edge() {
         .wait_for_records(received.len(), audit::DEFAULT_WAIT)
         .await;
     for record in &records {
-        assert_eq!(record["sandbox_router"]["decision"], "untrusted", "{record}");
+        assert_eq!(
+            record["sandbox_router"]["decision"], "untrusted",
+            "{record}"
+        );
     }
 }
 
@@ -123,7 +124,10 @@ async fn routing_agrees_with_what_the_app_reads() {
         }
     }
     // Both outcomes occur: the table is not one-sided.
-    let routed = views.iter().filter(|v| v.member("sandbox") == Some(KEY)).count();
+    let routed = views
+        .iter()
+        .filter(|v| v.member("sandbox") == Some(KEY))
+        .count();
     assert_eq!(routed, ENCODED_NAMES.len());
 }
 

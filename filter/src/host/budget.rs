@@ -12,6 +12,10 @@ pub struct SharedData;
 
 impl Store for SharedData {
     fn get(&mut self, key: &str) -> Result<(Option<BudgetCell>, u32), StoreUnavailable> {
+        #[cfg(feature = "fault-injection")]
+        if super::fault::store_unavailable() {
+            return Err(StoreUnavailable);
+        }
         match abi::shared_data(key) {
             Ok(Some((value, cas))) => Ok((BudgetCell::decode(value.bytes()), cas)),
             Ok(None) => Ok((None, 0)),
@@ -20,6 +24,10 @@ impl Store for SharedData {
     }
 
     fn set(&mut self, key: &str, cell: &BudgetCell, cas: u32) -> Result<(), SetError> {
+        #[cfg(feature = "fault-injection")]
+        if super::fault::store_unavailable() {
+            return Err(SetError::Failed);
+        }
         match abi::set_shared_data(key, &cell.encode(), cas) {
             Ok(()) => Ok(()),
             Err(abi::CAS_MISMATCH) => Err(SetError::CasMismatch),
