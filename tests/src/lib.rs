@@ -12,6 +12,7 @@ pub mod audit;
 pub mod body;
 pub mod client;
 pub mod clock;
+pub mod ecds;
 pub mod envoy;
 pub mod expect;
 pub mod istio;

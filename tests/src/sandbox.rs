@@ -273,6 +273,9 @@ pub struct SandboxOptions {
     pub wasm: Option<PathBuf>,
     /// Bootstrap `node.metadata` (e.g. Istio's `{"NAMESPACE": "shop"}`).
     pub node_metadata: Option<Value>,
+    /// Take the filter from this ECDS file (see [`crate::ecds`]) instead of inline; the file
+    /// must exist when Envoy starts. `filter_config` and `raw_filter_config` are then unused.
+    pub ecds_file: Option<PathBuf>,
 }
 
 impl Default for SandboxOptions {
@@ -293,6 +296,7 @@ impl Default for SandboxOptions {
             hcm_options: Vec::new(),
             wasm: None,
             node_metadata: None,
+            ecds_file: None,
         }
     }
 }
@@ -463,7 +467,9 @@ pub fn sandbox_bootstrap_with_log(
         (None, Some(config)) => Some(config.to_string()),
         (None, None) => None,
     };
-    if let Some(configuration) = configuration {
+    if let Some(path) = &options.ecds_file {
+        listener = listener.http_filter(crate::ecds::discovered_filter(path));
+    } else if let Some(configuration) = configuration {
         let filter = match &options.wasm {
             Some(wasm) => wasm_filter_from(wasm, &configuration, options.failure_policy),
             None => wasm_filter(&configuration, options.failure_policy),
