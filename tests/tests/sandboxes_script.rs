@@ -269,7 +269,7 @@ fn render_istio_writes_the_table_as_plugin_config() {
         let configs: Vec<Value> = documents.iter().flat_map(plugin_configs).collect();
         assert_eq!(
             configs,
-            [table.clone()],
+            std::slice::from_ref(&table),
             "{}: its one pluginConfig is the table",
             manifest.display()
         );
