@@ -58,8 +58,15 @@ const V8_ACTIVE: &str = "wasm.envoy.wasm.runtime.v8.active";
 /// How long `FAIL_CLOSED` and `FAIL_OPEN` are watched for a recovery that must not come: longer
 /// than `FAIL_RELOAD`'s default backoff (1 s), which does recover in that time.
 const NO_RECOVERY_WINDOW: Duration = Duration::from_secs(3);
-/// Deadline for `FAIL_RELOAD` to recover (its default backoff is 1 s; the machine may be busy).
+/// Deadline for `FAIL_RELOAD` to recover at all; how long it takes is asserted on Envoy's clock
+/// against the backoff bounds below.
 const RELOAD_DEADLINE: Duration = Duration::from_secs(30);
+/// Envoy's default reload backoff: a jittered lower bound of 1 s (`JitteredLowerBoundBackOff`,
+/// 1 s to 1.5 s).
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_millis(1500);
+/// Envoy logs start times to the millisecond, taken a little before the filter runs.
+const CLOCK_SLACK: f64 = 0.05;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
@@ -86,7 +93,7 @@ impl Trial {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
                 "path": log_path.to_string_lossy(),
                 "log_format": { "text_format_source": { "inline_string":
-                    format!("%REQ({TAG_HEADER})% %RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\n") } }
+                    format!("%REQ({TAG_HEADER})% %RESPONSE_CODE% %RESPONSE_CODE_DETAILS% %START_TIME(%s.%3f)%\n") } }
             }
         }]);
         let env = SandboxEnv::start_with(SandboxOptions {
@@ -141,17 +148,25 @@ impl Trial {
         .await
     }
 
-    /// The response code details Envoy logged for the request tagged `tag` (polls the access log).
-    async fn details(&self, tag: &str) -> String {
+    /// The access-log fields of the request tagged `tag` (polls the access log): status,
+    /// response code details, and when Envoy started it (seconds since the epoch, to the ms).
+    async fn logged(&self, tag: &str) -> (String, String, f64) {
         let deadline = Instant::now() + LOG_WAIT;
         loop {
             let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
             let found = log.lines().find_map(|line| {
-                let mut fields = line.splitn(3, ' ');
-                (fields.next() == Some(tag)).then(|| fields.nth(1).unwrap_or_default().to_owned())
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                match fields[..] {
+                    [logged_tag, status, details, started] if logged_tag == tag => Some((
+                        status.to_owned(),
+                        details.to_owned(),
+                        started.parse().unwrap_or_else(|e| panic!("{line}: {e}")),
+                    )),
+                    _ => None,
+                }
             });
-            if let Some(details) = found {
-                return details;
+            if let Some(fields) = found {
+                return fields;
             }
             assert!(
                 Instant::now() < deadline,
@@ -160,6 +175,16 @@ impl Trial {
             );
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// The response code details Envoy logged for the request tagged `tag`.
+    async fn details(&self, tag: &str) -> String {
+        self.logged(tag).await.1
+    }
+
+    /// When Envoy started the request tagged `tag`, in seconds since the epoch (Envoy's clock).
+    async fn started(&self, tag: &str) -> f64 {
+        self.logged(tag).await.2
     }
 
     async fn stat(&self, name: &str) -> u64 {
@@ -216,7 +241,8 @@ impl Trial {
     }
 
     /// The trapping request: 503 from Envoy (not from an upstream), details `wasm_fail_stream`.
-    async fn trap_and_check(&mut self) {
+    /// Returns the trapping request's tag.
+    async fn trap_and_check(&mut self) -> String {
         let upstream_before = self.upstream_requests();
         let (tag, trapped) = self.trap().await;
         assert_eq!(trapped.status, 503, "{:?}: {trapped:?}", self.policy);
@@ -224,6 +250,7 @@ impl Trial {
         assert_eq!(self.details(&tag).await, WASM_FAIL_STREAM);
         assert_eq!(self.upstream_requests(), upstream_before);
         self.wait_for_trap_in_log().await;
+        tag
     }
 }
 
@@ -340,34 +367,53 @@ async fn fail_reload_recreates_the_vm_and_routing_recovers() {
     let created = trial.stat(V8_CREATED).await;
 
     for round in 1..=2u64 {
-        trial.trap_and_check().await;
+        let trap_tag = trial.trap_and_check().await;
         let trapped_at = Instant::now();
         let backoff_before = trial.stat(VM_RELOAD_BACKOFF).await;
 
         // Poll with keyed requests until one is routed by a new VM; every one before it was
         // refused by the failed VM.
         let deadline = trapped_at + RELOAD_DEADLINE;
-        let mut refused = 0;
-        let recovered_after = loop {
+        let mut refused = Vec::new();
+        let recovered_tag = loop {
             let (tag, keyed) = trial.keyed().await;
             if keyed.status == 503 {
                 assert_failed_stream(&trial, &tag, &keyed).await;
-                refused += 1;
+                refused.push(tag);
                 assert!(
                     Instant::now() < deadline,
-                    "round {round}: no VM reload within {RELOAD_DEADLINE:?} ({refused} refused)"
+                    "round {round}: no VM reload within {RELOAD_DEADLINE:?} ({} refused)",
+                    refused.len()
                 );
                 tokio::time::sleep(POLL_INTERVAL).await;
                 continue;
             }
             let echo = expect::routed_to(&keyed, PAYMENT_SANDBOX);
             assert_eq!(echo.authority(), PAYMENT_SANDBOX_AUTHORITY);
-            break trapped_at.elapsed();
+            break tag;
+        };
+        // The backoff, on Envoy's clock: it ends after the last refused request started and
+        // before the recovered one did, and Envoy's default lies in [1 s, 1.5 s).
+        let trap = trial.started(&trap_tag).await;
+        let recovered = trial.started(&recovered_tag).await - trap;
+        let last_refused = match refused.last() {
+            Some(tag) => trial.started(tag).await - trap,
+            None => 0.0,
         };
         eprintln!(
-            "FAIL_RELOAD round {round}: routing recovered {recovered_after:?} after the trap, \
-             {refused} requests refused meanwhile"
+            "FAIL_RELOAD round {round}: the backoff ended between {last_refused:.3} s and \
+             {recovered:.3} s after the trap (Envoy's clock), {} requests refused meanwhile",
+            refused.len()
         );
+        assert!(
+            recovered >= BACKOFF_MIN.as_secs_f64() - CLOCK_SLACK,
+            "round {round}: routed again {recovered:.3} s after the trap: the backoff is shorter than {BACKOFF_MIN:?}"
+        );
+        assert!(
+            last_refused < BACKOFF_MAX.as_secs_f64() + CLOCK_SLACK,
+            "round {round}: still refused {last_refused:.3} s after the trap: the backoff is longer than {BACKOFF_MAX:?}"
+        );
+        let refused = refused.len() as u64;
 
         let (_, keyless) = trial.keyless().await;
         expect::baseline_at(&keyless, PAYMENT_BASELINE, &[NO_KEY]);
