@@ -1,5 +1,7 @@
-"""Shared pieces of scripts/bench and scripts/bench-ecds: finding Envoy, starting it on a
-config with free ports, reading its CPU time and memory from /proc, and driving load."""
+"""Shared pieces of scripts/bench, scripts/bench-ecds and scripts/soak: finding Envoy, starting
+it on a config whose ports Envoy picks itself (port 0, read back from its admin API, so no other
+process can take a port between choosing and binding it), reading its CPU time and memory from
+/proc, and driving load."""
 import json
 import os
 import re
@@ -38,12 +40,6 @@ def envoy_version(binary):
     return match.group(1) if match else out.strip()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wasm_filter(configuration, wasm=WASM):
     return {
         "name": "sandbox-router",
@@ -66,16 +62,17 @@ def router_filter():
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
 
-def bootstrap(port, virtual_hosts, http_filters, listeners=(), clusters=()):
+def bootstrap(virtual_hosts, http_filters, listeners=(), clusters=()):
     """One listener answering from the route table itself (direct responses): no upstream
-    process shares the CPU, so the figures are Envoy's and the filter's alone. `listeners` and
-    `clusters` are added as they are (e.g. an in-Envoy upstream for routes that must forward)."""
+    process shares the CPU, so the figures are Envoy's and the filter's alone. Envoy binds a
+    free port for it: `Envoy.port`. `listeners` and `clusters` are added as they are (an
+    in-Envoy upstream for routes that must forward: `direct_listener`, `internal_cluster`)."""
     return {
         "node": {"id": "bench", "cluster": "bench"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {"listeners": [{
             "name": "bench",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
             "filter_chains": [{"filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
                 "typed_config": {
@@ -102,11 +99,12 @@ def cluster(name, port, http2=False):
     return out
 
 
-def direct_listener(name, port, body):
-    """A listener answering every request itself (200, `body`)."""
+def direct_listener(name, body):
+    """An internal listener (no port: reached through `internal_cluster`) answering every
+    request itself (200, `body`)."""
     return {
         "name": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "internal_listener": {},
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
@@ -120,12 +118,20 @@ def direct_listener(name, port, body):
     }
 
 
+def internal_cluster(name, listener):
+    """A cluster whose one endpoint is the internal listener `listener`."""
+    return {"name": name, "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"envoy_internal_address": {"server_listener_name": listener}}}}]}]}}
+
+
 def direct(body):
     return {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": body}}}
 
 
 class Envoy:
-    """An Envoy process on `config`, pinned to `cpus`, stopped on exit."""
+    """An Envoy process on `config`, pinned to `cpus`, stopped on exit. `port` is the port
+    Envoy bound for the first listener (configured with port 0)."""
 
     def __init__(self, binary, config, cpus="0", concurrency=1, extra_args=()):
         self.dir = tempfile.mkdtemp(prefix="sandbox-router-bench-")
@@ -151,12 +157,22 @@ class Envoy:
             if self.admin:
                 try:
                     if urllib.request.urlopen(f"http://{self.admin}/ready", timeout=1).read().strip() == b"LIVE":
+                        self.port = self.listener_port()
                         return
                 except OSError:
                     pass
             time.sleep(0.05)  # polling for readiness, not synchronisation by sleep
         self.stop()
         raise RuntimeError("Envoy did not become ready")
+
+    def listener_port(self):
+        """The port Envoy bound for its first port listener (internal ones have none), from the
+        admin `/listeners` endpoint."""
+        text = urllib.request.urlopen(f"http://{self.admin}/listeners?format=json", timeout=5).read()
+        statuses = json.loads(text)["listener_statuses"]
+        sockets = [s["local_address"]["socket_address"] for s in statuses
+                   if "socket_address" in s.get("local_address", {})]
+        return sockets[0]["port_value"]
 
     def log_tail(self, n=30):
         try:

@@ -3,41 +3,34 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tempfile::TempDir;
+
+use crate::{clock, observability};
 
 /// The filter state object the filter sets on every keyed request.
 pub const FILTER_STATE_KEY: &str = "wasm.sandbox_router";
-
-/// The access-log line: time, downstream address, status and the filter's audit record.
-pub const LOG_FORMAT: &str = "{\"time\":\"%START_TIME%\",\"source\":\"%DOWNSTREAM_REMOTE_ADDRESS%\",\"status\":%RESPONSE_CODE%,\"sandbox_router\":%FILTER_STATE(wasm.sandbox_router:PLAIN)%}\n";
 
 /// How long Envoy may take to write a line (it flushes the file every 100 ms in tests).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// The HCM `access_log` entry: a file log at `path`, only for requests with the filter state
-/// (a CEL access-log filter), in [`LOG_FORMAT`].
+/// The HCM `access_log` entry: the audit log of `envoy-config/observability.yaml` as shipped
+/// (one JSON line per request with the filter state: time, source, status and the record),
+/// writing to `path`.
 pub fn access_log(path: &Path) -> Value {
-    json!({
-        "name": "envoy.access_loggers.file",
-        "filter": {
-            "extension_filter": {
-                "name": "cel",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                    "expression": format!("'{FILTER_STATE_KEY}' in filter_state")
-                }
-            }
-        },
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-            "path": path.to_string_lossy(),
-            "log_format": { "text_format_source": { "inline_string": LOG_FORMAT } }
-        }
-    })
+    observability::audit_access_log(path)
+}
+
+/// When Envoy started the request of an audit line: its `time` (`%START_TIME%`, on Envoy's
+/// clock, to the millisecond). Panics if the line has none.
+pub fn start_time(line: &Value) -> SystemTime {
+    line["time"]
+        .as_str()
+        .and_then(clock::parse_rfc3339)
+        .unwrap_or_else(|| panic!("audit line without an RFC 3339 `time`: {line}"))
 }
 
 /// An audit log file in its own temp dir (removed on drop).

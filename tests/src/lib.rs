@@ -11,16 +11,20 @@
 pub mod audit;
 pub mod body;
 pub mod client;
+pub mod clock;
+pub mod ecds;
 pub mod envoy;
 pub mod expect;
 pub mod istio;
 pub mod load;
+pub mod observability;
 pub mod otel;
 pub mod paths;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod skip;
 pub mod upstream;
+pub mod workers;
 
 pub use client::{Connection, Echo, Protocol, TestRequest, TestResponse};
 pub use envoy::{Bootstrap, Cluster, Envoy, EnvoyBuilder, Listener, Route, VirtualHost};

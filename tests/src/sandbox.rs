@@ -103,21 +103,15 @@ pub fn default_filter_config() -> Value {
     })
 }
 
-/// Bootstrap `stats_config.stats_tags` that turn the filter's counter names
-/// (`wasmcustom.sandbox_router.<counter>.decision.<d>[.sandbox.<key>]`) into the metric
-/// `wasmcustom.sandbox_router.<counter>` with tags `decision` and `sandbox`. Envoy 1.40 exports
-/// custom (Wasm) metrics to Prometheus without its `envoy_` prefix and without the
-/// `wasmcustom` namespace: `sandbox_router_requests_total{decision="routed"}`,
+/// Bootstrap `stats_config.stats_tags` of `envoy-config/observability.yaml`, as shipped: they
+/// turn the filter's counter names (`wasmcustom.sandbox_router.<counter>.decision.<d>
+/// [.sandbox.<key>]`) into the metric `wasmcustom.sandbox_router.<counter>` with tags `decision`
+/// and `sandbox`. Envoy 1.40 exports custom (Wasm) metrics to Prometheus without its `envoy_`
+/// prefix and without the `wasmcustom` namespace: `sandbox_router_requests_total{decision="routed"}`,
 /// `sandbox_router_sandbox_requests{sandbox="feature-x",decision="routed"}`.
 pub fn stats_tags() -> Vec<Value> {
-    vec![
-        json!({ "tag_name": "decision", "regex": STATS_TAG_DECISION_REGEX }),
-        json!({ "tag_name": "sandbox", "regex": STATS_TAG_SANDBOX_REGEX }),
-    ]
+    crate::observability::stats_tags()
 }
-
-pub const STATS_TAG_DECISION_REGEX: &str = r"^wasmcustom\.sandbox_router\.\w+(\.decision\.(\w+))";
-pub const STATS_TAG_SANDBOX_REGEX: &str = r"(\.sandbox\.([A-Za-z0-9._-]+))$";
 
 /// The sandbox-router filter of a shipped Envoy config (e.g. `envoy-config/ingress-gateway.yaml`):
 /// its JSON configuration, and the HCM settings that decide the downstream address the
@@ -293,6 +287,11 @@ pub struct SandboxOptions {
     pub rate_limits: Vec<Value>,
     /// More clusters (e.g. the rate limit service's gRPC cluster).
     pub extra_clusters: Vec<Cluster>,
+    /// Bootstrap `node.metadata` (e.g. Istio's `{"NAMESPACE": "shop"}`).
+    pub node_metadata: Option<Value>,
+    /// Take the filter from this ECDS file (see [`crate::ecds`]) instead of inline; the file
+    /// must exist when Envoy starts. `filter_config` and `raw_filter_config` are then unused.
+    pub ecds_file: Option<PathBuf>,
 }
 
 impl Default for SandboxOptions {
@@ -315,6 +314,8 @@ impl Default for SandboxOptions {
             http_filters_after: Vec::new(),
             rate_limits: Vec::new(),
             extra_clusters: Vec::new(),
+            node_metadata: None,
+            ecds_file: None,
         }
     }
 }
@@ -488,7 +489,9 @@ pub fn sandbox_bootstrap_with_log(
         (None, Some(config)) => Some(config.to_string()),
         (None, None) => None,
     };
-    if let Some(configuration) = configuration {
+    if let Some(path) = &options.ecds_file {
+        listener = listener.http_filter(crate::ecds::discovered_filter(path));
+    } else if let Some(configuration) = configuration {
         let filter = match &options.wasm {
             Some(wasm) => wasm_filter_from(wasm, &configuration, options.failure_policy),
             None => wasm_filter(&configuration, options.failure_policy),
@@ -502,6 +505,9 @@ pub fn sandbox_bootstrap_with_log(
     let mut bootstrap = Bootstrap::new().listener(listener);
     if options.stats_tags {
         bootstrap = bootstrap.stats_tags(stats_tags());
+    }
+    if let Some(metadata) = &options.node_metadata {
+        bootstrap = bootstrap.node_metadata(metadata.clone());
     }
     let bootstrap = upstreams.iter().fold(bootstrap, |b, u| {
         b.cluster(Cluster::new(u.name(), u.port()).http2(options.upstream_http2))

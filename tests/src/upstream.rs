@@ -21,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::body::Frames;
@@ -32,6 +33,9 @@ pub const UPSTREAM_AUTHORITY_HEADER: &str = "x-upstream-authority";
 
 /// Request header: wait this many milliseconds before answering (overrides the option).
 pub const DELAY_HEADER: &str = "x-echo-delay-ms";
+/// Request header (any value): hold the answer until the test calls [`Upstream::release_held`],
+/// so a test can keep requests in progress for as long as it needs, however slow the machine.
+pub const HOLD_HEADER: &str = "x-echo-hold";
 
 /// A gRPC message frame with an empty payload: not compressed, length 0.
 pub const GRPC_EMPTY_MESSAGE: [u8; 5] = [0, 0, 0, 0, 0];
@@ -70,6 +74,7 @@ pub struct Upstream {
     shared: Arc<Shared>,
     /// The accept loop and every connection's task: aborted to refuse connections.
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    release: Arc<watch::Sender<u64>>,
 }
 
 #[derive(Debug)]
@@ -80,6 +85,8 @@ struct Shared {
     concurrency: Arc<Concurrency>,
     behavior: std::sync::Mutex<Behavior>,
     connections: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Bumped by [`Upstream::release_held`]: held requests answer when it changes.
+    release: Arc<watch::Sender<u64>>,
 }
 
 /// Requests being answered right now, and the most seen at once.
@@ -122,6 +129,7 @@ impl Upstream {
             .expect("bound listener has an address");
         let requests = Arc::new(AtomicUsize::new(0));
         let concurrency = Arc::new(Concurrency::default());
+        let release = Arc::new(watch::channel(0u64).0);
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             options,
@@ -129,6 +137,7 @@ impl Upstream {
             concurrency: concurrency.clone(),
             behavior: std::sync::Mutex::new(Behavior::Echo),
             connections: std::sync::Mutex::new(Vec::new()),
+            release: release.clone(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
         Upstream {
@@ -138,6 +147,7 @@ impl Upstream {
             concurrency,
             shared,
             tasks: std::sync::Mutex::new(vec![accept_task]),
+            release,
         }
     }
 
@@ -200,6 +210,11 @@ impl Upstream {
         self.concurrency.peak.load(Ordering::SeqCst)
     }
 
+    /// Answers every request held by [`HOLD_HEADER`] that has arrived so far.
+    pub fn release_held(&self) {
+        self.release.send_modify(|generation| *generation += 1);
+    }
+
     /// Restarts the peak count from the requests in progress now.
     pub fn reset_peak(&self) {
         let current = self.concurrency.current.load(Ordering::SeqCst);
@@ -243,6 +258,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Frames> {
+    // Subscribed before the request counts as arrived: a release after that answers it.
+    let mut released = shared.release.subscribe();
     shared.requests.fetch_add(1, Ordering::SeqCst);
     let _in_progress = InProgress::start(&shared.concurrency);
     let (parts, body) = req.into_parts();
@@ -265,6 +282,10 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<Frames> {
     };
     if let Some(delay) = requested_delay.or(hang).or(shared.options.delay) {
         tokio::time::sleep(delay).await;
+    }
+    if parts.headers.contains_key(HOLD_HEADER) {
+        // An error means the upstream is gone: answer anyway.
+        let _ = released.changed().await;
     }
 
     let authority = parts

@@ -8,10 +8,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use integration_tests::audit::DEFAULT_WAIT;
-use integration_tests::expect;
+use integration_tests::envoy::{Sample, Scrape};
 use integration_tests::sandbox::{
     self, SandboxOptions, CATALOG_BASELINE, KEY, PAYMENT_BASELINE, PAYMENT_SANDBOX,
 };
+use integration_tests::{expect, observability};
 use integration_tests::{Connection, Protocol, SandboxEnv, TestRequest};
 use serde_json::{json, Value};
 
@@ -748,5 +749,65 @@ fn every_record_is_an_unknown_key(lines: &[Value]) {
     for line in lines {
         assert_eq!(line["sandbox_router"]["decision"], "unknown_key", "{line}");
         assert_eq!(line["sandbox_router"].get("owner"), None, "{line}");
+    }
+}
+
+/// The README's Prometheus section: the series it shows are what the shipped
+/// `envoy-config/observability.yaml` stats tags produce (the tests' bootstraps use that file's
+/// tags, read from it), and the tag extractors it quotes are that file's.
+#[tokio::test]
+async fn the_readme_prometheus_names_are_what_the_shipped_stats_tags_produce() {
+    let readme_path = integration_tests::paths::workspace_root().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).expect("README.md");
+    for tag in ["decision", "sandbox"] {
+        let regex = observability::stats_tag_regex(tag);
+        assert!(
+            readme.contains(&format!("`{regex}` for `{tag}`")),
+            "README does not quote the shipped `{tag}` extractor `{regex}`"
+        );
+    }
+    let after = readme
+        .split_once("Prometheus sees:")
+        .expect("README: `Prometheus sees:`")
+        .1;
+    let block = after
+        .split("```")
+        .nth(1)
+        .expect("README: a code block after `Prometheus sees:`");
+    let shown: Vec<Sample> = block
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .flat_map(|line| Scrape::parse(&format!("{line} 0")).samples)
+        .collect();
+    assert_eq!(shown.len(), 2, "README series: {block}");
+
+    // Traffic that produces every series the README shows: feature-x routed, then limited.
+    let env = start().await;
+    for status in [200, 200, 200, 200, 200, 429] {
+        let response = env
+            .send(TestRequest::get("payment", "/").header("x-sandbox", KEY))
+            .await;
+        assert_eq!(response.status, status, "{response:?}");
+    }
+    env.envoy
+        .wait_for_stat_eq(
+            "wasmcustom.sandbox_router.requests_total.decision.rate_limited",
+            1,
+            STAT_DEADLINE,
+        )
+        .await;
+    let scrape = env.envoy.prometheus().await;
+    for series in &shown {
+        let labels: Vec<(&str, &str)> = series
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert!(
+            scrape.value(&series.name, &labels).is_some(),
+            "README shows {}, the scrape has:\n{}",
+            series.series(),
+            scrape.lines_with("sandbox_router")
+        );
     }
 }

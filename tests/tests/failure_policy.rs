@@ -13,7 +13,7 @@
 //! |---------------|------------------|-----------------------------------------------------------------|
 //! | `FAIL_CLOSED` | 503 `wasm_fail_stream` | 503 `wasm_fail_stream`, forever (no upstream is reached)  |
 //! | `FAIL_OPEN`   | 503 `wasm_fail_stream` | 200 from the baseline: the filter is skipped (no debug header, keyed requests are not rerouted) |
-//! | `FAIL_RELOAD` | 503 `wasm_fail_stream` | 503 during the reload backoff (~1 s by default), then a new VM serves them: routing recovers |
+//! | `FAIL_RELOAD` | 503 `wasm_fail_stream` | 503 until the failed VM is 1 to 1.5 s old (the reload backoff counts from its load), then a new VM serves them: routing recovers |
 //!
 //! - The trapping request itself gets a 503 under every policy, `FAIL_OPEN` included: Envoy fails
 //!   the stream whose callback trapped (response code details `wasm_fail_stream`).
@@ -58,8 +58,15 @@ const V8_ACTIVE: &str = "wasm.envoy.wasm.runtime.v8.active";
 /// How long `FAIL_CLOSED` and `FAIL_OPEN` are watched for a recovery that must not come: longer
 /// than `FAIL_RELOAD`'s default backoff (1 s), which does recover in that time.
 const NO_RECOVERY_WINDOW: Duration = Duration::from_secs(3);
-/// Deadline for `FAIL_RELOAD` to recover (its default backoff is 1 s; the machine may be busy).
+/// Deadline for `FAIL_RELOAD` to recover at all; how long it takes is asserted on Envoy's clock
+/// against the backoff bounds below.
 const RELOAD_DEADLINE: Duration = Duration::from_secs(30);
+/// Envoy's default reload backoff, counted from when the failed VM was loaded: a jittered lower
+/// bound of 1 s (`JitteredLowerBoundBackOffStrategy`: 1 s to 1.5 s, drawn at every check).
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_millis(1500);
+/// Envoy logs start times and durations to the millisecond.
+const CLOCK_SLACK: f64 = 0.002;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
@@ -86,7 +93,7 @@ impl Trial {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
                 "path": log_path.to_string_lossy(),
                 "log_format": { "text_format_source": { "inline_string":
-                    format!("%REQ({TAG_HEADER})% %RESPONSE_CODE% %RESPONSE_CODE_DETAILS%\n") } }
+                    format!("%REQ({TAG_HEADER})% %RESPONSE_CODE% %RESPONSE_CODE_DETAILS% %START_TIME(%s.%3f)% %DURATION%\n") } }
             }
         }]);
         let env = SandboxEnv::start_with(SandboxOptions {
@@ -141,17 +148,34 @@ impl Trial {
         .await
     }
 
-    /// The response code details Envoy logged for the request tagged `tag` (polls the access log).
-    async fn details(&self, tag: &str) -> String {
+    /// The access-log fields of the request tagged `tag` (polls the access log): status,
+    /// response code details, and when Envoy started and finished it (seconds since the epoch,
+    /// to the ms, on Envoy's clock).
+    async fn logged(&self, tag: &str) -> (String, String, f64, f64) {
         let deadline = Instant::now() + LOG_WAIT;
         loop {
             let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
             let found = log.lines().find_map(|line| {
-                let mut fields = line.splitn(3, ' ');
-                (fields.next() == Some(tag)).then(|| fields.nth(1).unwrap_or_default().to_owned())
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                match fields[..] {
+                    [logged_tag, status, details, started, duration_ms] if logged_tag == tag => {
+                        let started: f64 =
+                            started.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+                        let duration_ms: f64 = duration_ms
+                            .parse()
+                            .unwrap_or_else(|e| panic!("{line}: {e}"));
+                        Some((
+                            status.to_owned(),
+                            details.to_owned(),
+                            started,
+                            started + duration_ms / 1000.0,
+                        ))
+                    }
+                    _ => None,
+                }
             });
-            if let Some(details) = found {
-                return details;
+            if let Some(fields) = found {
+                return fields;
             }
             assert!(
                 Instant::now() < deadline,
@@ -160,6 +184,21 @@ impl Trial {
             );
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// The response code details Envoy logged for the request tagged `tag`.
+    async fn details(&self, tag: &str) -> String {
+        self.logged(tag).await.1
+    }
+
+    /// When Envoy started the request tagged `tag`, in seconds since the epoch (Envoy's clock).
+    async fn started(&self, tag: &str) -> f64 {
+        self.logged(tag).await.2
+    }
+
+    /// When Envoy finished the request tagged `tag`, in seconds since the epoch (Envoy's clock).
+    async fn finished(&self, tag: &str) -> f64 {
+        self.logged(tag).await.3
     }
 
     async fn stat(&self, name: &str) -> u64 {
@@ -216,7 +255,8 @@ impl Trial {
     }
 
     /// The trapping request: 503 from Envoy (not from an upstream), details `wasm_fail_stream`.
-    async fn trap_and_check(&mut self) {
+    /// Returns the trapping request's tag.
+    async fn trap_and_check(&mut self) -> String {
         let upstream_before = self.upstream_requests();
         let (tag, trapped) = self.trap().await;
         assert_eq!(trapped.status, 503, "{:?}: {trapped:?}", self.policy);
@@ -224,6 +264,7 @@ impl Trial {
         assert_eq!(self.details(&tag).await, WASM_FAIL_STREAM);
         assert_eq!(self.upstream_requests(), upstream_before);
         self.wait_for_trap_in_log().await;
+        tag
     }
 }
 
@@ -328,62 +369,115 @@ async fn fail_open_bypasses_the_filter_after_a_trap() {
     assert_failure_invisible_in_wasm_stats(&trial, created, active).await;
 }
 
-/// `FAIL_RELOAD`: after the trap, requests get a 503 (`wasm_fail_stream`) while the reload backoff
-/// runs (each one counted in `vm_reload_backoff`); the first request after it creates a new VM
-/// (`vm_reload_success`, `v8.created` + 1), which serves that request, and routing is back:
-/// keyed requests reach the sandbox, keyless ones the baseline. A second trap recovers the same
-/// way.
-#[tokio::test]
-async fn fail_reload_recreates_the_vm_and_routing_recovers() {
-    let mut trial = Trial::start(FailurePolicy::FailReload).await;
-    trial.assert_routing_works().await;
-    let created = trial.stat(V8_CREATED).await;
+/// How one trap under `FAIL_RELOAD` played out, on Envoy's clock.
+struct Recovery {
+    /// The requests refused by the failed VM, in order.
+    refused: Vec<String>,
+    /// The first request served by the new VM: Envoy loaded that VM when it started it.
+    recovered: String,
+}
 
-    for round in 1..=2u64 {
-        trial.trap_and_check().await;
-        let trapped_at = Instant::now();
-        let backoff_before = trial.stat(VM_RELOAD_BACKOFF).await;
-
-        // Poll with keyed requests until one is routed by a new VM; every one before it was
-        // refused by the failed VM.
-        let deadline = trapped_at + RELOAD_DEADLINE;
-        let mut refused = 0;
-        let recovered_after = loop {
-            let (tag, keyed) = trial.keyed().await;
+impl Trial {
+    /// Traps the VM, then polls with keyed requests until one is routed by a new VM; every one
+    /// before it must have been refused by the failed VM.
+    async fn trap_and_recover(&mut self, round: u64) -> Recovery {
+        self.trap_and_check().await;
+        let deadline = Instant::now() + RELOAD_DEADLINE;
+        let mut refused = Vec::new();
+        loop {
+            let (tag, keyed) = self.keyed().await;
             if keyed.status == 503 {
-                assert_failed_stream(&trial, &tag, &keyed).await;
-                refused += 1;
+                assert_failed_stream(self, &tag, &keyed).await;
+                refused.push(tag);
                 assert!(
                     Instant::now() < deadline,
-                    "round {round}: no VM reload within {RELOAD_DEADLINE:?} ({refused} refused)"
+                    "round {round}: no VM reload within {RELOAD_DEADLINE:?} ({} refused)",
+                    refused.len()
                 );
                 tokio::time::sleep(POLL_INTERVAL).await;
                 continue;
             }
             let echo = expect::routed_to(&keyed, PAYMENT_SANDBOX);
             assert_eq!(echo.authority(), PAYMENT_SANDBOX_AUTHORITY);
-            break trapped_at.elapsed();
-        };
-        eprintln!(
-            "FAIL_RELOAD round {round}: routing recovered {recovered_after:?} after the trap, \
-             {refused} requests refused meanwhile"
-        );
-
-        let (_, keyless) = trial.keyless().await;
-        expect::baseline_at(&keyless, PAYMENT_BASELINE, &[NO_KEY]);
-        let (_, keyed) = trial.keyed().await;
-        expect::routed_to(&keyed, PAYMENT_SANDBOX);
-
-        assert_eq!(
-            trial.stat(VM_RELOAD_BACKOFF).await - backoff_before,
-            refused,
-            "round {round}: every refused request is a backoff"
-        );
-        assert_eq!(trial.stat(VM_RELOAD_SUCCESS).await, round);
-        assert_eq!(trial.stat(V8_CREATED).await, created + round);
-        assert_eq!(trial.stat(VM_RELOAD_FAILURE).await, 0);
-        assert_eq!(trial.stat(VM_RELOAD).await, 0);
+            return Recovery {
+                refused,
+                recovered: tag,
+            };
+        }
     }
+
+    /// Routing works (keyed to the sandbox, keyless to the baseline) and the reload stats say
+    /// `reloads` VMs were recreated, `backoffs` requests refused during backoffs.
+    async fn assert_recovered(&mut self, created_before: u64, reloads: u64, backoffs: u64) {
+        let (_, keyless) = self.keyless().await;
+        expect::baseline_at(&keyless, PAYMENT_BASELINE, &[NO_KEY]);
+        let (_, keyed) = self.keyed().await;
+        expect::routed_to(&keyed, PAYMENT_SANDBOX);
+        assert_eq!(self.stat(VM_RELOAD_BACKOFF).await, backoffs, "backoffs");
+        assert_eq!(self.stat(VM_RELOAD_SUCCESS).await, reloads);
+        assert_eq!(self.stat(V8_CREATED).await, created_before + reloads);
+        assert_eq!(self.stat(VM_RELOAD_FAILURE).await, 0);
+        assert_eq!(self.stat(VM_RELOAD).await, 0);
+    }
+}
+
+/// `FAIL_RELOAD`: after a trap, requests get a 503 (`wasm_fail_stream`, each counted in
+/// `vm_reload_backoff`) until the failed VM has existed for Envoy's reload backoff (a jittered
+/// 1 s to 1.5 s since that VM was loaded); the first request after that creates a new VM
+/// (`vm_reload_success`, `v8.created` + 1), which serves it, and routing is back. So a VM that
+/// traps right after it was loaded is replaced about a second later, and one that traps after
+/// running longer than the backoff is replaced by the very next request.
+#[tokio::test]
+async fn fail_reload_recreates_the_vm_and_routing_recovers() {
+    let mut trial = Trial::start(FailurePolicy::FailReload).await;
+    trial.assert_routing_works().await;
+    let created = trial.stat(V8_CREATED).await;
+
+    // Round 1: the VM Envoy started with.
+    let first = trial.trap_and_recover(1).await;
+    let mut backoffs = first.refused.len() as u64;
+    trial.assert_recovered(created, 1, backoffs).await;
+
+    // Round 2: a trap right after the reload. Envoy starts a request's filter chain (where it
+    // decides on the reload) between the request's start and end, so on Envoy's clock: the new
+    // VM was loaded within the first recovered request; the next reload comes at least 1 s
+    // after that, and every refusal less than 1.5 s after it.
+    let second = trial.trap_and_recover(2).await;
+    let loaded_from = trial.started(&first.recovered).await;
+    let loaded_by = trial.finished(&first.recovered).await;
+    let reloaded = trial.finished(&second.recovered).await - loaded_from;
+    let mut last_refused = None;
+    for tag in &second.refused {
+        last_refused = Some(trial.started(tag).await - loaded_by);
+    }
+    eprintln!(
+        "FAIL_RELOAD: the VM loaded at round 1's recovery was replaced {reloaded:.3} s later \
+         (Envoy's clock); {} requests refused, the last {last_refused:?} s after the load",
+        second.refused.len()
+    );
+    assert!(
+        reloaded >= BACKOFF_MIN.as_secs_f64() - CLOCK_SLACK,
+        "the VM was replaced {reloaded:.3} s after it was loaded, before the {BACKOFF_MIN:?} backoff"
+    );
+    if let Some(last_refused) = last_refused {
+        assert!(
+            last_refused < BACKOFF_MAX.as_secs_f64() + CLOCK_SLACK,
+            "a request was refused {last_refused:.3} s after the VM was loaded, past the \
+             {BACKOFF_MAX:?} backoff"
+        );
+    }
+    backoffs += second.refused.len() as u64;
+    trial.assert_recovered(created, 2, backoffs).await;
+
+    // Round 3: a VM older than the longest backoff is replaced by the first request after
+    // its trap, which nothing refuses. (Waiting is the point here: the VM must age.)
+    let aged_from = Instant::now();
+    while aged_from.elapsed() < BACKOFF_MAX {
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let third = trial.trap_and_recover(3).await;
+    assert_eq!(third.refused, Vec::<String>::new(), "no request is refused");
+    trial.assert_recovered(created, 3, backoffs).await;
 }
 
 /// The failure is invisible in the Wasm stats: no VM created or retired, no reload.

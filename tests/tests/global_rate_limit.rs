@@ -466,8 +466,11 @@ async fn killing_the_service_mid_run_lets_keyed_traffic_through_and_leaves_basel
     // flight at the kill among the others), by failure_mode_deny: false after. Exact, however
     // the machine's load spread the requests around the kill.
     let answered = stat_sum(&envs, &ratelimit_stat(PAYMENT_SANDBOX, "ok")).await;
-    let allowed_blind =
-        stat_sum(&envs, &ratelimit_stat(PAYMENT_SANDBOX, "failure_mode_allowed")).await;
+    let allowed_blind = stat_sum(
+        &envs,
+        &ratelimit_stat(PAYMENT_SANDBOX, "failure_mode_allowed"),
+    )
+    .await;
     assert_eq!(answered + allowed_blind, keyed_shots.len() as u64);
     assert!(answered >= 1 && allowed_blind >= after(&keyed_shots) as u64);
     assert_eq!(

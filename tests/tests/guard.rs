@@ -4,19 +4,21 @@
 //! requests are never limited.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use integration_tests::expect;
 use integration_tests::sandbox::{
-    self, SandboxOptions, CATALOG_BASELINE, DEFAULT_UPSTREAM, INVENTORY_SANDBOX, KEY,
+    self, SandboxOptions, CATALOG_BASELINE, DEFAULT_UPSTREAM, INVENTORY_SANDBOX, KEY, LISTENER,
     PAYMENT_BASELINE, PAYMENT_SANDBOX,
 };
-use integration_tests::upstream::DELAY_HEADER;
+use integration_tests::upstream::{DELAY_HEADER, HOLD_HEADER};
+use integration_tests::workers::{self, WorkerConnection};
+use integration_tests::{audit, expect};
 use integration_tests::{Connection, Protocol, SandboxEnv, TestRequest, TestResponse};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-/// The load tests run one at a time: they measure time, and the machine has two cores.
+/// The tests that measure time run one at a time, never next to the load of another: the
+/// machine has two cores. Their times are Envoy's (audit log), not the client's.
 static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const STAT_DEADLINE: Duration = Duration::from_secs(10);
@@ -54,70 +56,32 @@ fn is_in_flight_limited(response: &TestResponse) -> bool {
 
 // ---- token bucket accuracy under load ----
 
-/// One request of the load: when it was sent and what came back.
+/// One request of the load: what came back.
 struct Shot {
-    sent_at: Instant,
     outcome: Result<(u16, String), String>,
-}
-
-/// Opens h2c connections until Envoy's per-worker listener stats show that every worker
-/// accepted at least two of them.
-async fn connections_on_every_worker(env: &SandboxEnv, workers: u32) -> Vec<Connection> {
-    let listener = env.addr();
-    let mut connections = Vec::new();
-    loop {
-        for _ in 0..4 {
-            connections.push(
-                Connection::open(listener, Protocol::H2c, None)
-                    .await
-                    .expect("open an h2c connection to Envoy"),
-            );
-        }
-        let stats = env.envoy.stats().await;
-        // `listener.<configured address>.worker_<n>.downstream_cx_total` (one listener here).
-        let per_worker: Vec<u64> = (0..workers)
-            .map(|w| {
-                let suffix = format!(".worker_{w}.downstream_cx_total");
-                stats
-                    .iter()
-                    .filter(|(name, _)| name.starts_with("listener.") && name.ends_with(&suffix))
-                    .map(|(_, value)| *value)
-                    .sum()
-            })
-            .collect();
-        if per_worker.iter().all(|&n| n >= 2) {
-            return connections;
-        }
-        assert!(
-            connections.len() < 200,
-            "{} connections did not reach all {workers} workers: {per_worker:?}",
-            connections.len()
-        );
-    }
 }
 
 /// Hammers `payment` with sandbox requests from `tasks_per_connection` tasks on each
 /// connection, as fast as they go, for `duration`.
 async fn hammer(
-    connections: &[Connection],
+    connections: &[WorkerConnection],
     tasks_per_connection: usize,
     duration: Duration,
 ) -> Vec<Shot> {
     let deadline = Instant::now() + duration;
     let mut tasks = JoinSet::new();
-    for connection in connections {
+    for WorkerConnection { connection, .. } in connections {
         for _ in 0..tasks_per_connection {
             let mut connection = connection.share().expect("h2c connections can be shared");
             tasks.spawn(async move {
                 let mut shots = Vec::new();
                 while Instant::now() < deadline {
-                    let sent_at = Instant::now();
                     let outcome = connection
                         .send(keyed("payment").timeout(Duration::from_secs(10)))
                         .await
                         .map(|r| (r.status.as_u16(), r.body_text()));
                     let failed = outcome.is_err();
-                    shots.push(Shot { sent_at, outcome });
+                    shots.push(Shot { outcome });
                     if failed {
                         break;
                     }
@@ -133,19 +97,59 @@ async fn hammer(
     shots
 }
 
+/// What Envoy saw of a run of requests, from the audit log (one line per keyed request, with
+/// Envoy's start time): how long it lasted and the longest pause between two requests.
+struct EnvoyTimeline {
+    span: Duration,
+    longest_gap: Duration,
+}
+
+impl EnvoyTimeline {
+    fn of(lines: &[Value]) -> EnvoyTimeline {
+        let mut times: Vec<SystemTime> = lines.iter().map(audit::start_time).collect();
+        times.sort();
+        let first = *times.first().expect("some requests");
+        let last = *times.last().expect("some requests");
+        let longest_gap = times
+            .windows(2)
+            .map(|pair| pair[1].duration_since(pair[0]).unwrap_or_default())
+            .max()
+            .unwrap_or_default();
+        EnvoyTimeline {
+            span: last.duration_since(first).unwrap_or_default(),
+            longest_gap,
+        }
+    }
+
+    /// The token bucket's prediction: `burst` plus what refills over the run. It holds while
+    /// the bucket never overflows, i.e. no pause is as long as `burst / rate` (tokens earned
+    /// during a shorter pause, a stalled machine's included, are all spent afterwards).
+    fn admissions(&self, rate: f64, burst: u32, what: &str) -> f64 {
+        assert!(
+            self.longest_gap.as_secs_f64() < f64::from(burst) / rate,
+            "{what}: Envoy saw no request for {:?}, long enough for the bucket to overflow",
+            self.longest_gap
+        );
+        f64::from(burst) + rate * self.span.as_secs_f64()
+    }
+}
+
 async fn rate_limit_holds_across_workers(workers: u32) {
     const RATE: f64 = 20.0;
-    const BURST: u32 = 20;
+    /// Three seconds of refill: a stall of a second cannot overflow the bucket.
+    const BURST: u32 = 60;
     let _serial = LOAD.lock().await;
     let env = SandboxEnv::start_with(SandboxOptions {
         filter_config: Some(sandbox_with(json!({
             "rate_limit": { "requests_per_second": RATE, "burst": BURST }
         }))),
         concurrency: workers,
+        audit_log: true,
         ..SandboxOptions::default()
     })
     .await;
-    let connections = connections_on_every_worker(&env, workers).await;
+    let connections =
+        workers::connections_on_every_worker(&env.envoy, LISTENER, workers, 2, Protocol::H2c).await;
     let shots = hammer(&connections, 4, Duration::from_secs(3)).await;
 
     let errors: Vec<&String> = shots
@@ -164,37 +168,34 @@ async fn rate_limit_holds_across_workers(workers: u32) {
         };
         *by_outcome.entry(kind).or_default() += 1;
     }
-    let first = shots
-        .iter()
-        .map(|s| s.sent_at)
-        .min()
-        .expect("some requests");
-    let last = shots
-        .iter()
-        .map(|s| s.sent_at)
-        .max()
-        .expect("some requests");
-    let elapsed = last.duration_since(first).as_secs_f64();
+    let lines = env
+        .audit_log()
+        .wait_for_records(shots.len(), STAT_DEADLINE)
+        .await;
+    let timeline = EnvoyTimeline::of(&lines);
     let accepted = by_outcome.get("accepted").copied().unwrap_or(0);
-    let expected = f64::from(BURST) + RATE * elapsed;
-    let error = (accepted as f64 - expected) / expected;
+    let limited = by_outcome.get("rate_limited").copied().unwrap_or(0);
+    let expected = timeline.admissions(RATE, BURST, &format!("--concurrency {workers}"));
     println!(
-        "--concurrency {workers}: {} connections, {} requests in {elapsed:.3} s ({:.0}/s): \
-         accepted {accepted}, expected {expected:.1} (burst {BURST} + {RATE}/s × {elapsed:.3} s), \
-         error {:+.1}%; outcomes {by_outcome:?}",
+        "--concurrency {workers}: {} connections, {} requests over {:.3} s on Envoy's clock \
+         (longest pause {:?}): accepted {accepted}, expected {expected:.1} (burst {BURST} + \
+         {RATE}/s × {:.3} s); outcomes {by_outcome:?}",
         connections.len(),
         shots.len(),
-        shots.len() as f64 / elapsed,
-        error * 100.0
+        timeline.span.as_secs_f64(),
+        timeline.longest_gap,
+        timeline.span.as_secs_f64(),
     );
+    // Over the limit all along: the bucket ends empty, so nothing earned is left unspent.
     assert!(
-        shots.len() as f64 >= 5.0 * expected,
-        "the load ({} requests) was not far above the limit ({expected:.0})",
+        limited >= accepted,
+        "the load ({} requests) was not well above the limit ({expected:.0})",
         shots.len()
     );
+    // Whole tokens only: at most one earned token is not yet a request.
     assert!(
-        error.abs() <= 0.10,
-        "--concurrency {workers}: accepted {accepted}, expected {expected:.1} ± 10% \
+        (expected - 1.0..=expected + 1.0).contains(&(accepted as f64)),
+        "--concurrency {workers}: accepted {accepted}, expected {expected:.1} ± 1 \
          (outcomes {by_outcome:?})"
     );
     assert_eq!(
@@ -226,20 +227,25 @@ async fn rate_limit_is_one_budget_across_four_workers() {
 
 #[tokio::test]
 async fn fractional_rates_refill_at_the_configured_pace() {
+    const RATE: f64 = 2.5;
+    /// Two seconds of refill: a stall of a second cannot overflow the bucket.
+    const BURST: u32 = 5;
     let _serial = LOAD.lock().await;
-    let env = start(sandbox_with(json!({
-        "rate_limit": { "requests_per_second": 2.5, "burst": 1 }
-    })))
+    let env = SandboxEnv::start_with(SandboxOptions {
+        filter_config: Some(sandbox_with(json!({
+            "rate_limit": { "requests_per_second": RATE, "burst": BURST }
+        }))),
+        audit_log: true,
+        ..SandboxOptions::default()
+    })
     .await;
     let mut connection = Connection::open(env.addr(), Protocol::Http1, None)
         .await
         .expect("connect");
     let started = Instant::now();
-    let (mut accepted, mut limited, mut sent) = (0u32, 0u32, 0u32);
-    let mut last_sent = started;
+    let (mut accepted, mut limited, mut sent) = (0u32, 0u32, 0usize);
     let mut limited_body = String::new();
-    while started.elapsed() < Duration::from_secs(2) {
-        last_sent = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
         let response = connection.send(keyed("payment")).await.expect("request");
         sent += 1;
         match response.status.as_u16() {
@@ -251,17 +257,22 @@ async fn fractional_rates_refill_at_the_configured_pace() {
             other => panic!("unexpected {other}: {response:?}"),
         }
     }
-    let elapsed = last_sent.duration_since(started).as_secs_f64();
-    let expected = 1.0 + 2.5 * elapsed;
-    println!("rate 2.5/s burst 1: {sent} requests in {elapsed:.3} s, accepted {accepted}, expected {expected:.2}");
+    let lines = env.audit_log().wait_for_records(sent, STAT_DEADLINE).await;
+    let timeline = EnvoyTimeline::of(&lines);
+    let expected = timeline.admissions(RATE, BURST, "rate 2.5/s");
+    println!(
+        "rate {RATE}/s burst {BURST}: {sent} requests over {:.3} s on Envoy's clock, \
+         accepted {accepted}, expected {expected:.2}",
+        timeline.span.as_secs_f64()
+    );
     assert!(
         (f64::from(accepted) - expected).abs() <= 1.0,
-        "accepted {accepted} of {sent}, expected {expected:.2}"
+        "accepted {accepted} of {sent}, expected {expected:.2} ± 1"
     );
-    assert!(limited > 0);
+    assert!(limited > accepted, "the load was not above the limit");
     assert!(
         limited_body.starts_with(
-            "sandbox feature-x: rate limit exceeded (2.5 requests/s, burst 1); retry in "
+            "sandbox feature-x: rate limit exceeded (2.5 requests/s, burst 5); retry in "
         ),
         "{limited_body:?}"
     );
@@ -269,53 +280,89 @@ async fn fractional_rates_refill_at_the_configured_pace() {
 
 // ---- what a rejected (and an admitted) request looks like ----
 
+/// Whole seconds until a bucket of `rate` holding `micro_tokens` holds `wanted` micro-tokens,
+/// as the filter computes `retry-after` and `x-ratelimit-reset`.
+fn seconds_to_earn(wanted: u64, micro_tokens: u64, rate: f64) -> u64 {
+    let micro_per_second = (rate * 1e6).round() as u64;
+    wanted
+        .saturating_sub(micro_tokens)
+        .div_ceil(micro_per_second)
+}
+
 #[tokio::test]
 async fn over_budget_requests_get_429_with_rate_limit_headers() {
-    let env = start(sandbox_with(json!({
-        "rate_limit": { "requests_per_second": 1, "burst": 2 }
-    })))
+    /// One token every 10 s: no stall of the machine refills one during the test.
+    const RATE: f64 = 0.1;
+    const MICRO: u64 = 1_000_000;
+    let _serial = LOAD.lock().await;
+    let env = SandboxEnv::start_with(SandboxOptions {
+        filter_config: Some(sandbox_with(json!({
+            "rate_limit": { "requests_per_second": RATE, "burst": 2 }
+        }))),
+        audit_log: true,
+        ..SandboxOptions::default()
+    })
     .await;
     let mut connection = Connection::open(env.addr(), Protocol::Http1, None)
         .await
         .expect("connect");
-    for remaining in ["1", "0"] {
-        let response = connection.send(keyed("payment")).await.expect("request");
-        expect::routed_to(&response, PAYMENT_SANDBOX);
+    let mut responses = Vec::new();
+    for _ in 0..3 {
+        responses.push(connection.send(keyed("payment")).await.expect("request"));
+    }
+    // What the bucket held at each request follows from Envoy's clock: full (2 tokens) at the
+    // first, then refilled at RATE since then.
+    let lines = env.audit_log().wait_for_records(3, STAT_DEADLINE).await;
+    let first = audit::start_time(&lines[0]);
+    let earned = |line: &Value| {
+        let since_first = audit::start_time(line)
+            .duration_since(first)
+            .unwrap_or_default();
+        (since_first.as_secs_f64() * RATE * 1e6) as u64
+    };
+    // Tokens left after each admitted request, in micro-tokens.
+    let left = [MICRO, earned(&lines[1])];
+    for (i, remaining) in ["1", "0"].into_iter().enumerate() {
+        let response = &responses[i];
+        expect::routed_to(response, PAYMENT_SANDBOX);
         assert_eq!(response.header("x-ratelimit-limit").as_deref(), Some("2"));
         assert_eq!(
             response.header("x-ratelimit-remaining").as_deref(),
             Some(remaining)
         );
-        let reset: u64 = response
-            .header("x-ratelimit-reset")
-            .and_then(|r| r.parse().ok())
-            .unwrap_or_else(|| panic!("no numeric x-ratelimit-reset: {response:?}"));
-        assert!((1..=2).contains(&reset), "{response:?}");
+        assert_eq!(
+            response.header("x-ratelimit-reset"),
+            Some(seconds_to_earn(2 * MICRO, left[i], RATE).to_string()),
+            "seconds until the bucket is full again: {response:?}"
+        );
     }
-    let response = connection.send(keyed("payment")).await.expect("request");
+    let response = &responses[2];
+    let held = earned(&lines[2]);
+    let retry_after = seconds_to_earn(MICRO, held, RATE).to_string();
     assert_eq!(response.status, 429, "{response:?}");
     assert_eq!(response.upstream(), None);
-    let retry_after = response
-        .header("retry-after")
-        .unwrap_or_else(|| panic!("no retry-after: {response:?}"));
-    assert_eq!(retry_after, "1", "{response:?}");
+    assert_eq!(
+        response.header("retry-after"),
+        Some(retry_after.clone()),
+        "seconds until the next token: {response:?}"
+    );
     assert_eq!(response.header("x-ratelimit-limit").as_deref(), Some("2"));
     assert_eq!(
         response.header("x-ratelimit-remaining").as_deref(),
         Some("0")
     );
-    let reset: u64 = response
-        .header("x-ratelimit-reset")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or_else(|| panic!("no numeric x-ratelimit-reset: {response:?}"));
-    assert!((1..=2).contains(&reset), "{response:?}");
+    assert_eq!(
+        response.header("x-ratelimit-reset"),
+        Some(seconds_to_earn(2 * MICRO, held, RATE).to_string()),
+        "{response:?}"
+    );
     assert_eq!(
         response.header("x-sandbox-router-limited").as_deref(),
         Some(KEY)
     );
     assert_eq!(
         response.body_text(),
-        format!("sandbox feature-x: rate limit exceeded (1 requests/s, burst 2); retry in {retry_after}s")
+        format!("sandbox feature-x: rate limit exceeded (0.1 requests/s, burst 2); retry in {retry_after}s")
     );
     // The same over HTTP/2.
     let response = env.send(keyed("payment").h2c()).await;
@@ -472,31 +519,83 @@ async fn keyed_requests_to_baseline_services_spend_the_budget() {
 // ---- the in-flight cap ----
 
 const MAX_IN_FLIGHT: usize = 4;
-/// How long the upstream holds each request of a batch: every request of the batch must reach
-/// Envoy within this time (margin for a busy two-core machine).
-const BATCH_HOLD_MS: u64 = 1500;
-/// The route timeout of the in-flight test (longer than a batch's hold).
-const ROUTE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Envoy's per-request upstream timeout, honoured from a request header.
+const UPSTREAM_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
 
-/// Sends `count` keyed requests at once (one connection each) that the upstream holds for
-/// `hold_ms`; returns the responses.
-async fn concurrent_batch(
+/// Sends `requests` at once, each held by its upstream until released (see [`HOLD_HEADER`]):
+/// every request but the `admitted` ones must come back with the in-flight 429 while the
+/// admitted ones are held at `upstream`; then they are released and must all be answered 200.
+/// No timing is involved: the admitted requests stay in progress as long as the test needs.
+async fn exactly_admitted_while_held(
     env: &SandboxEnv,
-    authority: &str,
-    count: usize,
-    hold_ms: u64,
-) -> Vec<TestResponse> {
+    upstream: &str,
+    requests: Vec<(TestRequest, Option<Connection>)>,
+    admitted: usize,
+    what: &str,
+) {
+    let upstream = env.upstream(upstream);
+    let before = upstream.request_count();
+    upstream.reset_peak();
+    let total = requests.len();
     let addr = env.addr();
     let mut batch = JoinSet::new();
-    for _ in 0..count {
-        let request = keyed(authority).header(DELAY_HEADER, &hold_ms.to_string());
-        batch.spawn(async move { request.send(addr).await });
+    for (request, connection) in requests {
+        let request = request.header(HOLD_HEADER, "1");
+        batch.spawn(async move {
+            match connection {
+                Some(mut connection) => connection.send(request).await,
+                None => request.try_send(addr).await,
+            }
+        });
     }
-    let mut responses = Vec::new();
+    let mut capped = 0;
+    while capped < total - admitted {
+        let response = tokio::time::timeout(STAT_DEADLINE, batch.join_next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{what}: {capped} of {total} requests answered within {STAT_DEADLINE:?}, \
+                     expected {}; {} in progress at the upstream",
+                    total - admitted,
+                    upstream.in_progress()
+                )
+            })
+            .expect("requests left")
+            .expect("request task")
+            .unwrap_or_else(|e| panic!("{what}: request failed: {e}"));
+        assert!(
+            is_in_flight_limited(&response),
+            "{what}: while {admitted} are held, the others get the in-flight 429: {response:?}"
+        );
+        assert_eq!(
+            response.body_text(),
+            format!("sandbox feature-x: in-flight limit exceeded (at most {MAX_IN_FLIGHT} requests in progress)")
+        );
+        assert_eq!(
+            response.header("x-sandbox-router-limited").as_deref(),
+            Some(KEY)
+        );
+        assert_eq!(response.header("retry-after").as_deref(), Some("1"));
+        capped += 1;
+    }
+    wait_for(
+        || upstream.in_progress() == admitted,
+        &format!("{what}: the admitted requests reach the upstream"),
+    )
+    .await;
+    assert_eq!(
+        upstream.request_count() - before,
+        admitted,
+        "{what}: exactly the cap reached the upstream"
+    );
+    upstream.release_held();
     while let Some(response) = batch.join_next().await {
-        responses.push(response.expect("request task"));
+        let response = response
+            .expect("request task")
+            .unwrap_or_else(|e| panic!("{what}: request failed: {e}"));
+        expect::routed_to(&response, upstream.name());
     }
-    responses
+    assert_eq!(upstream.peak_in_progress(), admitted, "{what}: peak");
 }
 
 /// Waits until Envoy has finished every request (their filter contexts are gone).
@@ -506,70 +605,40 @@ async fn wait_until_idle(env: &SandboxEnv) {
         .await;
 }
 
-/// A batch of one more than the cap to the slow sandbox upstream: exactly `MAX_IN_FLIGHT`
-/// are admitted (all of them reaching the upstream at once), the extra one gets the in-flight
-/// 429. Fails if a slot leaked (fewer admitted) or was released twice (more admitted).
+/// One more than the cap to the sandbox upstream, held there: exactly `MAX_IN_FLIGHT` are
+/// admitted, the extra one gets the in-flight 429. Fails if a slot leaked (fewer admitted) or
+/// was released twice (more admitted).
 async fn exactly_the_cap_is_admitted(env: &SandboxEnv, after: &str) {
     wait_until_idle(env).await;
-    let upstream = env.upstream(PAYMENT_SANDBOX);
-    upstream.reset_peak();
-    let responses = concurrent_batch(env, "payment", MAX_IN_FLIGHT + 1, BATCH_HOLD_MS).await;
-    let admitted = responses.iter().filter(|r| r.status == 200).count();
-    let capped: Vec<&TestResponse> = responses
-        .iter()
-        .filter(|r| is_in_flight_limited(r))
+    let requests = (0..=MAX_IN_FLIGHT)
+        .map(|_| (keyed("payment"), None))
         .collect();
-    assert_eq!(
-        (admitted, capped.len()),
-        (MAX_IN_FLIGHT, 1),
-        "after {after}: {responses:#?}"
-    );
-    assert_eq!(
-        upstream.peak_in_progress(),
+    exactly_admitted_while_held(
+        env,
+        PAYMENT_SANDBOX,
+        requests,
         MAX_IN_FLIGHT,
-        "after {after}: the upstream's peak concurrency"
-    );
+        &format!("after {after}"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn in_flight_cap_admits_at_most_n_and_every_ending_returns_the_slot() {
-    let env = SandboxEnv::start_with(SandboxOptions {
-        filter_config: Some(sandbox_with(json!({ "max_in_flight": MAX_IN_FLIGHT }))),
-        route_timeout: Some(ROUTE_TIMEOUT),
-        ..SandboxOptions::default()
-    })
-    .await;
+    let env = start(sandbox_with(json!({ "max_in_flight": MAX_IN_FLIGHT }))).await;
 
-    // N + 3 at once against a slow upstream: N get through, 3 are refused.
-    let responses = concurrent_batch(&env, "payment", MAX_IN_FLIGHT + 3, BATCH_HOLD_MS).await;
-    let admitted: Vec<&TestResponse> = responses.iter().filter(|r| r.status == 200).collect();
-    let capped: Vec<&TestResponse> = responses
-        .iter()
-        .filter(|r| is_in_flight_limited(r))
+    // N + 3 at once, held at the sandbox: N get through, 3 are refused.
+    let requests = (0..MAX_IN_FLIGHT + 3)
+        .map(|_| (keyed("payment"), None))
         .collect();
-    assert_eq!(
-        (admitted.len(), capped.len()),
-        (MAX_IN_FLIGHT, 3),
-        "{responses:#?}"
-    );
-    assert_eq!(
-        env.upstream(PAYMENT_SANDBOX).peak_in_progress(),
-        MAX_IN_FLIGHT
-    );
-    for response in admitted {
-        expect::routed_to(response, PAYMENT_SANDBOX);
-    }
-    for response in capped {
-        assert_eq!(
-            response.body_text(),
-            format!("sandbox feature-x: in-flight limit exceeded (at most {MAX_IN_FLIGHT} requests in progress)")
-        );
-        assert_eq!(
-            response.header("x-sandbox-router-limited").as_deref(),
-            Some(KEY)
-        );
-        assert!(response.header("retry-after").is_some(), "{response:?}");
-    }
+    exactly_admitted_while_held(
+        &env,
+        PAYMENT_SANDBOX,
+        requests,
+        MAX_IN_FLIGHT,
+        "N + 3 at once",
+    )
+    .await;
     exactly_the_cap_is_admitted(&env, "normal completion and 429 replies").await;
 
     // Clients that hang up mid-request (HTTP/1.1: the connection closes). These go to a
@@ -631,9 +700,17 @@ async fn in_flight_cap_admits_at_most_n_and_every_ending_returns_the_slot() {
     exactly_the_cap_is_admitted(&env, "h2 stream resets").await;
     drop(connection);
 
-    // Upstream timeouts: the route gives up (504) long before the upstream answers.
-    let responses = concurrent_batch(&env, "inventory", MAX_IN_FLIGHT, 30_000).await;
-    for response in &responses {
+    // Upstream timeouts: Envoy gives up (504) long before the upstream answers.
+    let addr = env.addr();
+    let mut batch = JoinSet::new();
+    for _ in 0..MAX_IN_FLIGHT {
+        let request = keyed("inventory")
+            .header(HOLD_HEADER, "1")
+            .header(UPSTREAM_TIMEOUT_HEADER, "200");
+        batch.spawn(async move { request.send(addr).await });
+    }
+    while let Some(response) = batch.join_next().await {
+        let response = response.expect("request task");
         assert_eq!(response.status, 504, "{response:?}");
     }
     assert_eq!(
@@ -641,6 +718,58 @@ async fn in_flight_cap_admits_at_most_n_and_every_ending_returns_the_slot() {
         MAX_IN_FLIGHT
     );
     exactly_the_cap_is_admitted(&env, "upstream timeouts").await;
+}
+
+/// With `max_in_flight: N` and 2N requests held open at once, spread evenly over every worker
+/// (each worker serves as many as N when there are two), exactly N reach the upstream and N get
+/// the in-flight 429: one budget per proxy, not per worker.
+async fn in_flight_cap_is_one_budget_across(workers: u32) {
+    let env = SandboxEnv::start_with(SandboxOptions {
+        filter_config: Some(sandbox_with(json!({ "max_in_flight": MAX_IN_FLIGHT }))),
+        concurrency: workers,
+        ..SandboxOptions::default()
+    })
+    .await;
+    let connections =
+        workers::connections_on_every_worker(&env.envoy, LISTENER, workers, 1, Protocol::H2c).await;
+    let requests_per_worker = 2 * MAX_IN_FLIGHT / workers as usize;
+    let requests = connections
+        .iter()
+        .flat_map(|WorkerConnection { connection, .. }| {
+            (0..requests_per_worker).map(move |_| {
+                let stream = connection.share().expect("h2c connections can be shared");
+                (keyed("payment"), Some(stream))
+            })
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(requests.len(), 2 * MAX_IN_FLIGHT);
+    exactly_admitted_while_held(
+        &env,
+        PAYMENT_SANDBOX,
+        requests,
+        MAX_IN_FLIGHT,
+        &format!("--concurrency {workers}"),
+    )
+    .await;
+    env.envoy
+        .wait_for_stat_eq(
+            "wasmcustom.sandbox_router.requests_total.decision.in_flight_rejected",
+            MAX_IN_FLIGHT as u64,
+            STAT_DEADLINE,
+        )
+        .await;
+    // Every slot came back, whichever worker took it.
+    exactly_the_cap_is_admitted(&env, "a batch across workers").await;
+}
+
+#[tokio::test]
+async fn in_flight_cap_is_one_budget_across_two_workers() {
+    in_flight_cap_is_one_budget_across(2).await;
+}
+
+#[tokio::test]
+async fn in_flight_cap_is_one_budget_across_four_workers() {
+    in_flight_cap_is_one_budget_across(4).await;
 }
 
 /// Polls a condition on in-process state (an upstream's counters) until it holds.

@@ -15,6 +15,10 @@ impl Store for SharedData {
         key: &str,
         read: impl FnOnce(&[u8]) -> Option<T>,
     ) -> Result<(Option<T>, u32), StoreUnavailable> {
+        #[cfg(feature = "fault-injection")]
+        if super::fault::store_unavailable() {
+            return Err(StoreUnavailable);
+        }
         match abi::shared_data(key) {
             Ok(Some((value, cas))) => Ok((read(value.bytes()), cas)),
             Ok(None) => Ok((None, 0)),
@@ -23,6 +27,10 @@ impl Store for SharedData {
     }
 
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
+        #[cfg(feature = "fault-injection")]
+        if super::fault::store_unavailable() {
+            return Err(SetError::Failed);
+        }
         match abi::set_shared_data(key, value, cas) {
             Ok(()) => Ok(()),
             Err(abi::CAS_MISMATCH) => Err(SetError::CasMismatch),

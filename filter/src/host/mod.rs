@@ -56,7 +56,7 @@ pub extern "C" fn proxy_on_request_headers(
         return CONTINUE;
     }
     #[cfg(feature = "fault-injection")]
-    fault::trap_if_requested();
+    let _faults = fault::inject_requested();
     if with_filter(false, |filter| filter.on_request_headers(context_id)) {
         PAUSE
     } else {

@@ -61,7 +61,36 @@ pub async fn prometheus(admin: SocketAddr) -> Result<String, String> {
 
 /// Every numeric stat (counters and gauges), from `/stats?format=json`.
 pub async fn stats(admin: SocketAddr) -> Result<BTreeMap<String, u64>, String> {
-    let body = get(admin, "/stats?format=json").await?;
+    stats_from(admin, "/stats?format=json").await
+}
+
+/// The numeric stats whose names match the regular expression `filter` (Envoy's `filter=`).
+pub async fn stats_matching(
+    admin: SocketAddr,
+    filter: &str,
+) -> Result<BTreeMap<String, u64>, String> {
+    stats_from(
+        admin,
+        &format!("/stats?format=json&filter={}", percent_encode(filter)),
+    )
+    .await
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for a query value.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn stats_from(admin: SocketAddr, path: &str) -> Result<BTreeMap<String, u64>, String> {
+    let body = get(admin, path).await?;
     let json: Value =
         serde_json::from_str(&body).map_err(|e| format!("/stats is not JSON ({e})"))?;
     let entries = json["stats"]

@@ -10,6 +10,8 @@ pub struct Bootstrap {
     pub clusters: Vec<Cluster>,
     /// `stats_config.stats_tags`: tag extractors (`tag_name` + `regex`).
     pub stats_tags: Vec<Value>,
+    /// `node.metadata` (e.g. Istio's `NAMESPACE`), which the filter reads as host properties.
+    pub node_metadata: Option<Value>,
 }
 
 /// An HTTP listener on 127.0.0.1:0 with one HTTP connection manager (`codec_type: AUTO`, so
@@ -135,6 +137,9 @@ impl Listener {
         }
         json!({
             "name": self.name,
+            // Listener stats are named after the listener (`listener.<name>.worker_<n>.…`)
+            // rather than its configured address, which every port-0 listener shares.
+            "stat_prefix": self.name,
             "address": { "socket_address": { "address": self.address, "port_value": 0 } },
             "filter_chains": [{
                 "filters": [{
@@ -289,6 +294,12 @@ impl Bootstrap {
         self
     }
 
+    /// Sets `node.metadata`.
+    pub fn node_metadata(mut self, metadata: Value) -> Self {
+        self.node_metadata = Some(metadata);
+        self
+    }
+
     /// The bootstrap document (admin on 127.0.0.1:0).
     pub fn render(&self) -> Value {
         let mut bootstrap = json!({
@@ -304,6 +315,9 @@ impl Bootstrap {
         });
         if !self.stats_tags.is_empty() {
             bootstrap["stats_config"] = json!({ "stats_tags": self.stats_tags });
+        }
+        if let Some(metadata) = &self.node_metadata {
+            bootstrap["node"]["metadata"] = metadata.clone();
         }
         bootstrap
     }

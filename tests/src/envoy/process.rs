@@ -224,6 +224,17 @@ impl Envoy {
         }
     }
 
+    /// The numeric stats whose names match the regular expression `filter`.
+    pub async fn stats_matching(&self, filter: &str) -> std::collections::BTreeMap<String, u64> {
+        match admin::stats_matching(self.admin, filter).await {
+            Ok(stats) => stats,
+            Err(err) => panic!(
+                "cannot read Envoy stats matching {filter:?}: {err}\n{}",
+                self.log_tail(LOG_TAIL_LINES)
+            ),
+        }
+    }
+
     /// One stat's value (None if Envoy has no such stat).
     pub async fn stat(&self, name: &str) -> Option<u64> {
         self.stats().await.get(name).copied()
