@@ -19,6 +19,7 @@ pub mod paths;
 pub mod sandbox;
 pub mod skip;
 pub mod upstream;
+pub mod wait;
 
 pub use client::{Connection, Echo, Protocol, TestRequest, TestResponse};
 pub use envoy::{Bootstrap, Cluster, Envoy, EnvoyBuilder, Listener, Route, VirtualHost};

@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use integration_tests::expect;
 use integration_tests::sandbox::{
     self, SandboxOptions, CATALOG_BASELINE, DEFAULT_UPSTREAM, INVENTORY_SANDBOX, KEY,
     PAYMENT_BASELINE, PAYMENT_SANDBOX,
 };
 use integration_tests::upstream::DELAY_HEADER;
+use integration_tests::{expect, wait};
 use integration_tests::{Connection, Protocol, SandboxEnv, TestRequest, TestResponse};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
@@ -20,8 +20,6 @@ use tokio::task::JoinSet;
 static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const STAT_DEADLINE: Duration = Duration::from_secs(10);
-/// Envoy's gauge of requests in progress on the test listener.
-const ACTIVE_REQUESTS: &str = "http.ingress.downstream_rq_active";
 
 /// The default configuration with these fields set on sandbox `feature-x`.
 fn sandbox_with(fields: Value) -> Value {
@@ -58,42 +56,6 @@ fn is_in_flight_limited(response: &TestResponse) -> bool {
 struct Shot {
     sent_at: Instant,
     outcome: Result<(u16, String), String>,
-}
-
-/// Opens h2c connections until Envoy's per-worker listener stats show that every worker
-/// accepted at least two of them.
-async fn connections_on_every_worker(env: &SandboxEnv, workers: u32) -> Vec<Connection> {
-    let listener = env.addr();
-    let mut connections = Vec::new();
-    loop {
-        for _ in 0..4 {
-            connections.push(
-                Connection::open(listener, Protocol::H2c, None)
-                    .await
-                    .expect("open an h2c connection to Envoy"),
-            );
-        }
-        let stats = env.envoy.stats().await;
-        // `listener.<configured address>.worker_<n>.downstream_cx_total` (one listener here).
-        let per_worker: Vec<u64> = (0..workers)
-            .map(|w| {
-                let suffix = format!(".worker_{w}.downstream_cx_total");
-                stats
-                    .iter()
-                    .filter(|(name, _)| name.starts_with("listener.") && name.ends_with(&suffix))
-                    .map(|(_, value)| *value)
-                    .sum()
-            })
-            .collect();
-        if per_worker.iter().all(|&n| n >= 2) {
-            return connections;
-        }
-        assert!(
-            connections.len() < 200,
-            "{} connections did not reach all {workers} workers: {per_worker:?}",
-            connections.len()
-        );
-    }
 }
 
 /// Hammers `payment` with sandbox requests from `tasks_per_connection` tasks on each
@@ -145,7 +107,7 @@ async fn rate_limit_holds_across_workers(workers: u32) {
         ..SandboxOptions::default()
     })
     .await;
-    let connections = connections_on_every_worker(&env, workers).await;
+    let connections = env.connections_on_every_worker(workers).await;
     let shots = hammer(&connections, 4, Duration::from_secs(3)).await;
 
     let errors: Vec<&String> = shots
@@ -341,14 +303,7 @@ async fn over_budget_grpc_calls_get_resource_exhausted() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.grpc_status().as_deref(), Some("8"), "{response:?}");
     let message = response
-        .header("grpc-message")
-        .or_else(|| {
-            response
-                .trailers
-                .as_ref()
-                .and_then(|t| t.get("grpc-message"))
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        })
+        .grpc_message()
         .unwrap_or_else(|| panic!("no grpc-message: {response:?}"));
     assert!(message.contains("rate limit exceeded"), "{message:?}");
     assert_eq!(response.upstream(), None);
@@ -499,18 +454,11 @@ async fn concurrent_batch(
     responses
 }
 
-/// Waits until Envoy has finished every request (their filter contexts are gone).
-async fn wait_until_idle(env: &SandboxEnv) {
-    env.envoy
-        .wait_for_stat_eq(ACTIVE_REQUESTS, 0, STAT_DEADLINE)
-        .await;
-}
-
 /// A batch of one more than the cap to the slow sandbox upstream: exactly `MAX_IN_FLIGHT`
 /// are admitted (all of them reaching the upstream at once), the extra one gets the in-flight
 /// 429. Fails if a slot leaked (fewer admitted) or was released twice (more admitted).
 async fn exactly_the_cap_is_admitted(env: &SandboxEnv, after: &str) {
-    wait_until_idle(env).await;
+    env.wait_until_idle().await;
     let upstream = env.upstream(PAYMENT_SANDBOX);
     upstream.reset_peak();
     let responses = concurrent_batch(env, "payment", MAX_IN_FLIGHT + 1, BATCH_HOLD_MS).await;
@@ -580,10 +528,9 @@ async fn in_flight_cap_admits_at_most_n_and_every_ending_returns_the_slot() {
         let request = keyed("catalog").header(DELAY_HEADER, "30000");
         abandoned.push(request.send_and_abandon(env.addr()).await.expect("send"));
     }
-    wait_for(
-        || catalog.in_progress() == MAX_IN_FLIGHT,
-        "the held requests reach catalog",
-    )
+    wait::until("the held requests reach catalog", STAT_DEADLINE, || {
+        catalog.in_progress() == MAX_IN_FLIGHT
+    })
     .await;
     let response = env.send(keyed("payment")).await;
     assert!(
@@ -616,9 +563,10 @@ async fn in_flight_cap_admits_at_most_n_and_every_ending_returns_the_slot() {
                 .await
         });
     }
-    wait_for(
-        || default_upstream.in_progress() == MAX_IN_FLIGHT,
+    wait::until(
         "the held streams reach the default upstream",
+        STAT_DEADLINE,
+        || default_upstream.in_progress() == MAX_IN_FLIGHT,
     )
     .await;
     streams.abort_all();
@@ -641,13 +589,4 @@ async fn in_flight_cap_admits_at_most_n_and_every_ending_returns_the_slot() {
         MAX_IN_FLIGHT
     );
     exactly_the_cap_is_admitted(&env, "upstream timeouts").await;
-}
-
-/// Polls a condition on in-process state (an upstream's counters) until it holds.
-async fn wait_for(condition: impl Fn() -> bool, what: &str) {
-    let deadline = Instant::now() + STAT_DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
