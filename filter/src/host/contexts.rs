@@ -12,7 +12,7 @@ use crate::core::breaker;
 use crate::core::guard::{beat, ensure_cell};
 use crate::core::slots::VmId;
 
-use super::abi;
+use super::abi::{self, MapType};
 use super::budget::SharedData;
 use super::logger;
 use super::metrics::{Metrics, FLUSH_PERIOD_MS};
@@ -145,8 +145,18 @@ impl Filter {
         if self.streams.is_empty() {
             return;
         }
-        if let Some(state) = self.streams.get(&context_id) {
+        if let Some(state) = self.streams.get_mut(&context_id) {
             stream::decorate_response(state);
+            stream::note_grpc_status(state, MapType::ResponseHeaders);
+        }
+    }
+
+    pub fn on_response_trailers(&mut self, context_id: u32) {
+        if self.streams.is_empty() {
+            return;
+        }
+        if let Some(state) = self.streams.get_mut(&context_id) {
+            stream::note_grpc_status(state, MapType::ResponseTrailers);
         }
     }
 }
