@@ -65,6 +65,9 @@ impl Filter {
         match compile(configuration.bytes(), &host_facts()) {
             Ok(router) => {
                 prepare_cells(&router);
+                for sandbox in router.sandboxes().filter(|s| s.breaker.is_some()) {
+                    self.metrics.define_circuit_series(&sandbox.key);
+                }
                 let elapsed_us = abi::now_nanos()
                     .unwrap_or(0)
                     .saturating_sub(started)
