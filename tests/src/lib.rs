@@ -6,7 +6,9 @@
 //! - `SANDBOX_ROUTER_WASM`: filter artifact (default:
 //!   `<workspace>/target/wasm32-wasip1/release/sandbox_router.wasm`);
 //! - `ENVOY_LOG_LEVEL`: Envoy's `-l` (default `info`);
-//! - `KEEP_ENVOY_DIR`: keep each Envoy's temp dir (bootstrap, logs) and print its path.
+//! - `KEEP_ENVOY_DIR`: keep each Envoy's temp dir (bootstrap, logs) and print its path;
+//! - `PROMETHEUS_BIN`: Prometheus binary for `tests/tests/prometheus.rs` (default: `prometheus`
+//!   on `PATH`).
 
 pub mod audit;
 pub mod body;
@@ -16,6 +18,7 @@ pub mod expect;
 pub mod istio;
 pub mod otel;
 pub mod paths;
+pub mod promql;
 pub mod sandbox;
 pub mod skip;
 pub mod upstream;

@@ -103,21 +103,27 @@ pub fn default_filter_config() -> Value {
     })
 }
 
-/// Bootstrap `stats_config.stats_tags` that turn the filter's counter names
-/// (`wasmcustom.sandbox_router.<counter>.decision.<d>[.sandbox.<key>]`) into the metric
-/// `wasmcustom.sandbox_router.<counter>` with tags `decision` and `sandbox`. Envoy 1.40 exports
-/// custom (Wasm) metrics to Prometheus without its `envoy_` prefix and without the
-/// `wasmcustom` namespace: `sandbox_router_requests_total{decision="routed"}`,
-/// `sandbox_router_sandbox_requests{sandbox="feature-x",decision="routed"}`.
-pub fn stats_tags() -> Vec<Value> {
-    vec![
-        json!({ "tag_name": "decision", "regex": STATS_TAG_DECISION_REGEX }),
-        json!({ "tag_name": "sandbox", "regex": STATS_TAG_SANDBOX_REGEX }),
-    ]
-}
+/// The shipped Envoy config whose bootstrap `stats_tags` every test uses.
+pub const SHIPPED_STATS_TAGS: &str = "envoy-config/observability.yaml";
 
-pub const STATS_TAG_DECISION_REGEX: &str = r"^wasmcustom\.sandbox_router\.\w+(\.decision\.(\w+))";
-pub const STATS_TAG_SANDBOX_REGEX: &str = r"(\.sandbox\.([A-Za-z0-9._-]+))$";
+/// The bootstrap `stats_config.stats_tags` of [`SHIPPED_STATS_TAGS`]: they turn the filter's
+/// metric names (`wasmcustom.sandbox_router.<metric>[.decision.<d>][.sandbox.<key>]`) into the
+/// metric `wasmcustom.sandbox_router.<metric>` with tags `decision` and `sandbox`. Envoy 1.40
+/// exports custom (Wasm) metrics to Prometheus without its `envoy_` prefix and without the
+/// `wasmcustom` namespace: `sandbox_router_requests_total{decision="routed"}`,
+/// `sandbox_router_sandbox_requests{sandbox="feature-x",decision="routed"}`,
+/// `sandbox_router_circuit_open{sandbox="feature-x"}`.
+pub fn stats_tags() -> Vec<Value> {
+    let path = paths::workspace_root().join(SHIPPED_STATS_TAGS);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let bootstrap: Value = serde_yaml::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+    bootstrap["stats_config"]["stats_tags"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("{} has no stats_config.stats_tags", path.display()))
+}
 
 /// The sandbox-router filter of a shipped Envoy config (e.g. `envoy-config/ingress-gateway.yaml`):
 /// its JSON configuration, and the HCM settings that decide the downstream address the
