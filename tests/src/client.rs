@@ -497,6 +497,14 @@ impl TestResponse {
             .or_else(|| self.header("grpc-status"))
     }
 
+    /// `grpc-message` from the trailers, or from the headers of a trailers-only response.
+    pub fn grpc_message(&self) -> Option<String> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| join_values(t, "grpc-message"))
+            .or_else(|| self.header("grpc-message"))
+    }
+
     /// The upstream's JSON echo of the request it received; panics if the body is not one.
     pub fn echo(&self) -> Echo {
         match serde_json::from_slice::<serde_json::Value>(&self.body) {

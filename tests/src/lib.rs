@@ -6,7 +6,9 @@
 //! - `SANDBOX_ROUTER_WASM`: filter artifact (default:
 //!   `<workspace>/target/wasm32-wasip1/release/sandbox_router.wasm`);
 //! - `ENVOY_LOG_LEVEL`: Envoy's `-l` (default `info`);
-//! - `KEEP_ENVOY_DIR`: keep each Envoy's temp dir (bootstrap, logs) and print its path.
+//! - `KEEP_ENVOY_DIR`: keep each Envoy's temp dir (bootstrap, logs) and print its path;
+//! - `PROMETHEUS_BIN`: Prometheus binary for `tests/tests/prometheus.rs` (default: `prometheus`
+//!   on `PATH`).
 
 pub mod audit;
 pub mod body;
@@ -20,10 +22,12 @@ pub mod load;
 pub mod observability;
 pub mod otel;
 pub mod paths;
+pub mod promql;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod skip;
 pub mod upstream;
+pub mod wait;
 pub mod workers;
 
 pub use client::{Connection, Echo, Protocol, TestRequest, TestResponse};

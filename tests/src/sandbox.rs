@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::audit::{self, AuditLog};
-use crate::client::{TestRequest, TestResponse};
+use crate::client::{Connection, Protocol, TestRequest, TestResponse};
 use crate::envoy::process::DEFAULT_FAILURE_TIMEOUT;
 use crate::envoy::{
     Bootstrap, Cluster, Envoy, EnvoyBuilder, FailedStart, Listener, Route, VirtualHost,
@@ -108,7 +108,8 @@ pub fn default_filter_config() -> Value {
 /// [.sandbox.<key>]`) into the metric `wasmcustom.sandbox_router.<counter>` with tags `decision`
 /// and `sandbox`. Envoy 1.40 exports custom (Wasm) metrics to Prometheus without its `envoy_`
 /// prefix and without the `wasmcustom` namespace: `sandbox_router_requests_total{decision="routed"}`,
-/// `sandbox_router_sandbox_requests{sandbox="feature-x",decision="routed"}`.
+/// `sandbox_router_sandbox_requests{sandbox="feature-x",decision="routed"}`,
+/// `sandbox_router_circuit_open{sandbox="feature-x"}`.
 pub fn stats_tags() -> Vec<Value> {
     crate::observability::stats_tags()
 }
@@ -402,7 +403,58 @@ impl SandboxEnv {
             .find(|u| u.name() == name)
             .unwrap_or_else(|| panic!("no upstream {name:?}"))
     }
+
+    /// Opens h2c connections until Envoy's per-worker listener stats
+    /// (`listener.<address>.worker_<n>.downstream_cx_total`) show that each of the `workers`
+    /// accepted at least two of them: requests spread over these reach every worker.
+    pub async fn connections_on_every_worker(&self, workers: u32) -> Vec<Connection> {
+        let listener = self.addr();
+        let mut connections = Vec::new();
+        loop {
+            for _ in 0..4 {
+                connections.push(
+                    Connection::open(listener, Protocol::H2c, None)
+                        .await
+                        .expect("open an h2c connection to Envoy"),
+                );
+            }
+            let stats = self.envoy.stats().await;
+            let per_worker: Vec<u64> = (0..workers)
+                .map(|w| {
+                    let suffix = format!(".worker_{w}.downstream_cx_total");
+                    stats
+                        .iter()
+                        .filter(|(name, _)| {
+                            name.starts_with("listener.") && name.ends_with(&suffix)
+                        })
+                        .map(|(_, value)| *value)
+                        .sum()
+                })
+                .collect();
+            if per_worker.iter().all(|&n| n >= 2) {
+                return connections;
+            }
+            assert!(
+                connections.len() < 200,
+                "{} connections did not reach all {workers} workers: {per_worker:?}",
+                connections.len()
+            );
+        }
+    }
+
+    /// Waits until Envoy has finished every request on the test listener (their streams, and
+    /// the filter's stream contexts, are gone: whatever the filter does when a stream ends is
+    /// done).
+    pub async fn wait_until_idle(&self) {
+        self.envoy
+            .wait_for_stat_eq(ACTIVE_REQUESTS, 0, IDLE_DEADLINE)
+            .await;
+    }
 }
+
+/// Envoy's gauge of requests in progress on the test listener.
+pub const ACTIVE_REQUESTS: &str = "http.ingress.downstream_rq_active";
+const IDLE_DEADLINE: Duration = Duration::from_secs(10);
 
 async fn start_upstreams(options: &SandboxOptions) -> Vec<Upstream> {
     let mut upstreams = Vec::new();

@@ -183,3 +183,39 @@ async fn unsafe_configurations_are_refused() {
     )
     .await;
 }
+
+/// Each invalid circuit breaker setting, in a sandbox or in the defaults, is refused with the
+/// field's path.
+#[tokio::test]
+async fn invalid_circuit_breaker_settings_are_refused() {
+    for (breaker, field) in [
+        (
+            json!({ "consecutive_failures": -1 }),
+            "consecutive_failures",
+        ),
+        (json!({ "open_seconds": -30 }), "open_seconds"),
+        (json!({ "failure_ratio": 0 }), "failure_ratio"),
+        (json!({ "failure_ratio": 1.5 }), "failure_ratio"),
+        (json!({ "failure_ratio": -0.5 }), "failure_ratio"),
+        (
+            json!({ "window_seconds": 0, "min_requests": 20 }),
+            "window_seconds",
+        ),
+        (json!({ "open_seconds": 0 }), "open_seconds"),
+        (json!({ "half_open_requests": 0 }), "half_open_requests"),
+        (
+            json!({ "open_seconds": 60, "max_open_seconds": 30 }),
+            "max_open_seconds",
+        ),
+    ] {
+        let config = config_with(|c| c["sandboxes"]["feature-x"]["circuit_breaker"] = breaker);
+        assert_refused(
+            &config,
+            &[&format!("sandboxes.feature-x.circuit_breaker.{field}: ")],
+        )
+        .await;
+    }
+    let config =
+        config_with(|c| c["defaults"] = json!({ "circuit_breaker": { "open_seconds": 0 } }));
+    assert_refused(&config, &["defaults.circuit_breaker.open_seconds: "]).await;
+}

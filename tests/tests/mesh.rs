@@ -11,6 +11,9 @@
 //!             -> cart-sidecar:outbound [filter] -> payment-sidecar:inbound -> payment@<version>
 //! ```
 //!
+//! A broken sandbox (`cart@feature-x` made to fail through its admin switch) trips its circuit
+//! in frontend's sidecar and recovers.
+//!
 //! Every check runs over HTTP/1.1 and over h2c: the client's request, the apps' calls to their
 //! sidecars, and the sidecars' calls to the next sidecar and to the apps all use it.
 
@@ -687,6 +690,79 @@ async fn burst_trips_the_sandbox_limit(protocol: Protocol) {
         mesh.logs()
     );
     assert_eq!(baseline_ok, REQUESTS, "baseline traffic is never limited");
+}
+
+/// Flips `app`'s failure switch on its own port (not through a sidecar): `Some(status)` makes
+/// it answer every request with `status`, `None` heals it.
+async fn fail_switch(app: &App, status: Option<u16>) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], app.port));
+    let request = match status {
+        Some(status) => TestRequest::new(http::Method::PUT, &addr.to_string(), "/admin/fail")
+            .body(status.to_string()),
+        None => TestRequest::new(http::Method::DELETE, &addr.to_string(), "/admin/fail"),
+    };
+    let response = request.send(addr).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let reply: Value = serde_json::from_slice(&response.body).expect("a JSON reply");
+    assert_eq!(reply["failing_with"], json!(status), "{response:?}");
+}
+
+/// cart@feature-x fails: after `consecutive_failures` failures in a row feature-x's circuit
+/// opens in frontend's sidecar, which answers 503 itself (cart is not called) while baseline and
+/// feature-y traffic goes on; healed, the first request after `open_seconds` probes it and
+/// closes the circuit. The breaker is the demo's (`envoy-config/mesh-filter.json`).
+async fn broken_sandbox_opens_its_circuit_and_recovers(protocol: Protocol) {
+    let config: Value = serde_json::from_str(&filter_config()).expect("JSON");
+    let breaker = &config["sandboxes"]["feature-x"]["circuit_breaker"];
+    let trip_after = breaker["consecutive_failures"].as_u64().expect("a number");
+    let open = Duration::from_secs(breaker["open_seconds"].as_u64().expect("a number"));
+    let mesh = Mesh::start(protocol).await;
+    let feature_x = Some(("baggage", "sandbox=feature-x"));
+    fail_switch(mesh.app("cart@feature-x"), Some(503)).await;
+    for _ in 0..trip_after {
+        mesh.get("/", feature_x).await.expect(503, &VIA_CART_X[..2]);
+    }
+    let tripped_by = Instant::now();
+    let answer = mesh.get("/", feature_x).await;
+    answer.expect(503, &VIA_CART_X[..1]);
+    assert_eq!(
+        answer.json["error"]["circuit"], "open",
+        "{}",
+        answer.context
+    );
+    let message = answer.json["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!(
+            "sandbox feature-x: circuit open after {trip_after} consecutive failures; retry in "
+        )),
+        "{}",
+        answer.context
+    );
+    assert_eq!(
+        answer.decision(0),
+        "rejected; key=feature-x; reason=circuit_open"
+    );
+    mesh.get("/", None).await.expect(200, &BASELINE);
+    mesh.get("/", Some(("baggage", "sandbox=feature-y")))
+        .await
+        .expect(200, &VIA_PAYMENT_Y);
+
+    fail_switch(mesh.app("cart@feature-x"), None).await;
+    // The breaker is driven by the clock: it probes `open_seconds` after the trip.
+    tokio::time::sleep_until((tripped_by + open + Duration::from_millis(200)).into()).await;
+    for _ in 0..2 {
+        mesh.get("/", feature_x).await.expect(200, &VIA_CART_X);
+    }
+}
+
+#[tokio::test]
+async fn broken_sandbox_opens_its_circuit_and_recovers_over_http1() {
+    broken_sandbox_opens_its_circuit_and_recovers(Protocol::Http1).await;
+}
+
+#[tokio::test]
+async fn broken_sandbox_opens_its_circuit_and_recovers_over_h2c() {
+    broken_sandbox_opens_its_circuit_and_recovers(Protocol::H2c).await;
 }
 
 #[tokio::test]

@@ -362,6 +362,11 @@ const CLIENT_CANCELLED: u64 = (1 << 14) | (1 << 28);
 /// DATA_LOSS.
 const GRPC_FAILURES: [u64; 5] = [2, 4, 13, 14, 15];
 
+/// A `grpc-status` header or trailer value: a decimal code (surrounding whitespace allowed).
+pub fn grpc_status(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
 /// How a request that went upstream ended, for the breaker: `Some(true)` failed, `Some(false)`
 /// succeeded, `None` no verdict (the client cancelled before any answer, or nothing is known).
 /// A 5xx is a failure (Envoy answers 503/504 itself for a reset, a refused connection or a
@@ -849,6 +854,16 @@ mod tests {
         for code in [0, 1, 3, 5, 7, 8, 16] {
             assert_eq!(verdict(200, Some(code), 0), Some(false), "{code}");
         }
+    }
+
+    #[test]
+    fn grpc_status_values() {
+        assert_eq!(grpc_status(b"0"), Some(0));
+        assert_eq!(grpc_status(b" 14 "), Some(14));
+        assert_eq!(grpc_status(b""), None);
+        assert_eq!(grpc_status(b"UNAVAILABLE"), None);
+        assert_eq!(grpc_status(b"-1"), None);
+        assert_eq!(grpc_status(&[0xff]), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub const CAS_MISMATCH: Status = 8;
 pub enum MapType {
     RequestHeaders = 0,
     ResponseHeaders = 2,
+    ResponseTrailers = 3,
 }
 
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
@@ -188,15 +189,20 @@ pub fn header_pairs(map: MapType) -> Result<HostBuffer, Status> {
 /// Whether the map holds a header `name` (lowercase). An absent header costs one host call and
 /// no allocation; a present one is copied into the VM (and dropped here).
 pub fn has_header(map: MapType, name: &[u8]) -> Result<bool, Status> {
+    header_value(map, name).map(|value| value.is_some())
+}
+
+/// The value of header `name` (lowercase; the first of repeated ones), `None` if absent.
+pub fn header_value(map: MapType, name: &[u8]) -> Result<Option<HostBuffer>, Status> {
     let (mut data, mut len) = (null_mut(), 0);
     // SAFETY: pointer and length describe a live slice; out-pointers are valid for writes.
     let status = unsafe {
         proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut len)
     };
-    drop(HostBuffer::new(data, len));
+    let value = HostBuffer::new(data, len);
     match status {
-        OK => Ok(true),
-        NOT_FOUND => Ok(false),
+        OK => Ok(Some(value)),
+        NOT_FOUND => Ok(None),
         other => Err(other),
     }
 }

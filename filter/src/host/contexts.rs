@@ -12,7 +12,7 @@ use crate::core::breaker;
 use crate::core::guard::{beat, ensure_cell};
 use crate::core::slots::VmId;
 
-use super::abi;
+use super::abi::{self, MapType};
 use super::budget::SharedData;
 use super::logger;
 use super::metrics::{Metrics, FLUSH_PERIOD_MS};
@@ -65,6 +65,9 @@ impl Filter {
         match compile(configuration.bytes(), &host_facts()) {
             Ok(router) => {
                 prepare_cells(&router);
+                for sandbox in router.sandboxes().filter(|s| s.breaker.is_some()) {
+                    self.metrics.define_circuit_series(&sandbox.key);
+                }
                 let elapsed_us = abi::now_nanos()
                     .unwrap_or(0)
                     .saturating_sub(started)
@@ -145,8 +148,18 @@ impl Filter {
         if self.streams.is_empty() {
             return;
         }
-        if let Some(state) = self.streams.get(&context_id) {
+        if let Some(state) = self.streams.get_mut(&context_id) {
             stream::decorate_response(state);
+            stream::note_grpc_status(state, MapType::ResponseHeaders);
+        }
+    }
+
+    pub fn on_response_trailers(&mut self, context_id: u32) {
+        if self.streams.is_empty() {
+            return;
+        }
+        if let Some(state) = self.streams.get_mut(&context_id) {
+            stream::note_grpc_status(state, MapType::ResponseTrailers);
         }
     }
 }

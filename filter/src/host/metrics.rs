@@ -33,26 +33,22 @@ impl Metrics {
 
     /// Whether a sandbox's circuit is open (or half-open) now: a gauge, set when it changes.
     pub fn set_circuit_open(&mut self, sandbox: &str, open: bool) {
-        let name = format!("sandbox_router.circuit_open.sandbox.{sandbox}");
-        let id = match self.ids.get(&name) {
-            Some(id) => *id,
-            None => match abi::define_gauge(&name) {
-                Ok(id) => {
-                    self.ids.insert(name, id);
-                    id
-                }
-                Err(_) => return,
-            },
-        };
-        let _ = abi::set_gauge(id, u64::from(open));
+        if let Some(id) = self.id(open_gauge(sandbox), abi::define_gauge) {
+            let _ = abi::set_gauge(id, u64::from(open));
+        }
+    }
+
+    /// Creates the trip counter and the open gauge of a sandbox with a breaker when its
+    /// configuration is applied (an existing one keeps its value): a counter that first appears
+    /// at 1 gives Prometheus no sample before the trip, so `increase()` would miss that trip.
+    pub fn define_circuit_series(&mut self, sandbox: &str) {
+        let _ = self.id(trips_counter(sandbox), abi::define_counter);
+        let _ = self.id(open_gauge(sandbox), abi::define_gauge);
     }
 
     pub fn flush(&mut self) {
         for (sandbox, count) in std::mem::take(&mut self.trips) {
-            self.add(
-                format!("sandbox_router.circuit_opened.sandbox.{sandbox}"),
-                count,
-            );
+            self.add(trips_counter(&sandbox), count);
         }
         if self.pending.is_empty() {
             return;
@@ -72,16 +68,26 @@ impl Metrics {
     }
 
     fn add(&mut self, name: String, count: u64) {
-        let id = match self.ids.get(&name) {
-            Some(id) => *id,
-            None => match abi::define_counter(&name) {
-                Ok(id) => {
-                    self.ids.insert(name, id);
-                    id
-                }
-                Err(_) => return,
-            },
-        };
-        let _ = abi::increment_counter(id, count);
+        if let Some(id) = self.id(name, abi::define_counter) {
+            let _ = abi::increment_counter(id, count);
+        }
     }
+
+    /// The metric's id, defined with `define` the first time it is asked for.
+    fn id(&mut self, name: String, define: fn(&str) -> Result<u32, abi::Status>) -> Option<u32> {
+        if let Some(id) = self.ids.get(&name) {
+            return Some(*id);
+        }
+        let id = define(&name).ok()?;
+        self.ids.insert(name, id);
+        Some(id)
+    }
+}
+
+fn trips_counter(sandbox: &str) -> String {
+    format!("sandbox_router.circuit_opened.sandbox.{sandbox}")
+}
+
+fn open_gauge(sandbox: &str) -> String {
+    format!("sandbox_router.circuit_open.sandbox.{sandbox}")
 }

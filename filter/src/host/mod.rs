@@ -1,6 +1,7 @@
 //! The thin host shell: proxy-wasm exports that read the request, ask the core, and apply its
 //! decision. Only the callbacks the filter needs are exported, so the host skips the others
-//! (each VM call is a per-request cost).
+//! (each VM call is a per-request cost): no body or log callback; response trailers only for
+//! the circuit breaker's gRPC verdicts.
 
 mod abi;
 mod budget;
@@ -71,6 +72,14 @@ pub extern "C" fn proxy_on_response_headers(
     _end_of_stream: bool,
 ) -> u32 {
     with_filter((), |filter| filter.on_response_headers(context_id));
+    CONTINUE
+}
+
+/// Exported for one reason: a tracked gRPC call's status comes in the trailers, which Envoy
+/// no longer shows when the stream ends. Only responses with trailers (gRPC) pay for the call.
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(context_id: u32, _trailers: usize) -> u32 {
+    with_filter((), |filter| filter.on_response_trailers(context_id));
     CONTINUE
 }
 

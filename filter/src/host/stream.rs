@@ -41,6 +41,8 @@ struct Awaited {
     circuit: Option<Tracked>,
     routed: bool,
     is_grpc: bool,
+    /// The `grpc-status` of the response headers (trailers-only) or trailers, as they passed.
+    grpc_status: Option<u64>,
 }
 
 pub struct Handled {
@@ -130,6 +132,7 @@ pub fn route_request(router: &Router, metrics: &mut Metrics, vm: VmId) -> Handle
                         circuit,
                         routed,
                         is_grpc: request.is_grpc,
+                        grpc_status: None,
                     });
                 }
             }
@@ -351,6 +354,24 @@ pub fn decorate_response(state: &StreamState) {
     }
 }
 
+/// Notes the `grpc-status` of a tracked gRPC call from `map` (the response headers of a
+/// trailers-only answer, or the trailers). Envoy's `response.grpc_status` attribute cannot
+/// serve: once a callback has returned, Envoy no longer shows the headers and trailers to the
+/// filter, so at the stream's end it infers the status from the HTTP code (200: UNKNOWN).
+pub fn note_grpc_status(state: &mut StreamState, map: MapType) {
+    let Some(awaited) = &mut state.outcome else {
+        return;
+    };
+    if !awaited.is_grpc || awaited.circuit.is_none() {
+        return;
+    }
+    if let Ok(Some(value)) = abi::header_value(map, b"grpc-status") {
+        if let Some(status) = breaker::grpc_status(value.bytes()) {
+            awaited.grpc_status = Some(status);
+        }
+    }
+}
+
 /// The request ended, however it ended (complete, reset, timeout, local reply).
 pub fn finish(state: StreamState, vm: VmId, metrics: &mut Metrics) {
     if let Some(slot) = state.slot {
@@ -368,10 +389,10 @@ pub fn finish(state: StreamState, vm: VmId, metrics: &mut Metrics) {
 /// baseline the app dialed.
 const PASSTHROUGH_CLUSTER: &[u8] = b"PassthroughCluster";
 
-/// What the end of a sandboxed request tells: the breaker's verdict, read from Envoy's
-/// response attributes (they are still readable in `proxy_on_delete`, so the filter exports no
-/// trailer or log callback that every stream would pay for); and whether a rerouted request
-/// fell through to the passthrough cluster.
+/// What the end of a sandboxed request tells: the breaker's verdict, from Envoy's response code
+/// and flags (still readable in `proxy_on_delete`, so the filter exports no log callback that
+/// every stream would pay for) and the gRPC status noted on the way; and whether a rerouted
+/// request fell through to the passthrough cluster.
 fn report_outcome(awaited: &Awaited, metrics: &mut Metrics) {
     if awaited.routed {
         let cluster = abi::property(&["xds", "cluster_name"]).ok().flatten();
@@ -387,12 +408,7 @@ fn report_outcome(awaited: &Awaited, metrics: &mut Metrics) {
     if let Some(tracked) = &awaited.circuit {
         let code = abi::u64_property(&["response", "code"]).unwrap_or(0);
         let flags = abi::u64_property(&["response", "flags"]).unwrap_or(0);
-        let grpc_status = if awaited.is_grpc {
-            abi::u64_property(&["response", "grpc_status"])
-        } else {
-            None
-        };
-        let failed = breaker::verdict(code, grpc_status, flags);
+        let failed = breaker::verdict(code, awaited.grpc_status, flags);
         circuit::record(tracked, &awaited.sandbox, failed, metrics);
     }
 }

@@ -39,8 +39,14 @@
 //!   "result": { ... } }
 //! ```
 //!
-//! A failed call (e.g. the sidecar's 429 for a sandbox over its rate limit) is passed back with
-//! its status, the chain up to there and an `error` object. `GET /healthz` is answered locally.
+//! A failed call (e.g. the sidecar's 429 for a sandbox over its rate limit, or its 503 for a
+//! sandbox whose circuit is open) is passed back with its status, the chain up to there and an
+//! `error` object. `GET /healthz` is answered locally.
+//!
+//! Failing on command (the demo's broken sandbox): `PUT /admin/fail` with a status code as the
+//! body (e.g. `503`) makes the instance answer every other request with that status and an
+//! `error` object, without calling its downstream; `DELETE /admin/fail` heals it. Send these to
+//! the app's own port, not through a sidecar.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -48,6 +54,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -93,6 +100,8 @@ const KEY_MEMBER: &str = "sandbox";
 /// The filter's debug header and the header naming the sandbox a 429 was for.
 const DECISION_HEADER: &str = "x-sandbox-router";
 const LIMITED_HEADER: &str = "x-sandbox-router-limited";
+/// The filter's header on its answer for an open (or half-open) circuit.
+const CIRCUIT_HEADER: &str = "x-sandbox-router-circuit";
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_KEY_LEN: usize = 128;
 
@@ -187,6 +196,7 @@ struct Service {
     me: String,
     downstream: Option<Downstream>,
     orders: Option<Orders>,
+    failure: FailSwitch,
 }
 
 struct Downstream {
@@ -282,6 +292,7 @@ async fn run(args: Args) -> Result<(), String> {
         me,
         downstream,
         orders,
+        failure: FailSwitch::default(),
     });
     loop {
         let (stream, _) = match listener.accept().await {
@@ -344,6 +355,14 @@ impl Service {
                 )
             }
         };
+        if parts.uri.path() == FAIL_PATH {
+            return self.failure.command(&self.me, &parts.method, &body);
+        }
+        if let Some(status) = self.failure.status() {
+            return self
+                .failure
+                .answer(&self.me, status, version_text(parts.version));
+        }
         let key = sandbox_key(&parts.headers);
         let authority = parts
             .uri
@@ -585,10 +604,12 @@ impl Service {
             _ => {
                 let message = String::from_utf8_lossy(&reply).trim().to_owned();
                 let message: String = message.chars().take(300).collect();
-                let why = match &limited {
-                    Some(sandbox) if status == StatusCode::TOO_MANY_REQUESTS => {
+                let circuit = header_text(CIRCUIT_HEADER);
+                let why = match (&limited, &circuit) {
+                    (Some(sandbox), _) if status == StatusCode::TOO_MANY_REQUESTS => {
                         format!(" (sandbox {sandbox} over its rate limit)")
                     }
+                    (_, Some(state)) => format!(" (circuit {state})"),
                     _ => String::new(),
                 };
                 let mut error = json!({
@@ -597,6 +618,9 @@ impl Service {
                 });
                 if let Some(sandbox) = limited {
                     error["limited_sandbox"] = json!(sandbox);
+                }
+                if let Some(state) = circuit {
+                    error["circuit"] = json!(state);
                 }
                 Answer {
                     status,
@@ -698,6 +722,73 @@ async fn send(
     tokio::time::timeout(CALL_TIMEOUT, exchange)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {CALL_TIMEOUT:?}")))
+}
+
+// ------------------------------------------------------------- failing on command ---
+
+/// The path of the failure switch.
+const FAIL_PATH: &str = "/admin/fail";
+
+/// The status this instance answers every request with while it is made to fail (0: healthy).
+#[derive(Default)]
+struct FailSwitch(AtomicU16);
+
+impl FailSwitch {
+    fn status(&self) -> Option<StatusCode> {
+        StatusCode::from_u16(self.0.load(Ordering::SeqCst)).ok()
+    }
+
+    /// `PUT /admin/fail` with a status code as the body fails; `DELETE` heals; `GET` tells.
+    fn command(&self, me: &str, method: &Method, body: &[u8]) -> Response<Full<Bytes>> {
+        match *method {
+            Method::PUT | Method::POST => {
+                let code = std::str::from_utf8(body)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<u16>().ok())
+                    .filter(|code| StatusCode::from_u16(*code).is_ok());
+                let Some(code) = code else {
+                    return text_response(
+                        StatusCode::BAD_REQUEST,
+                        "the body must be a status code, e.g. 503\n".into(),
+                    );
+                };
+                self.0.store(code, Ordering::SeqCst);
+                eprintln!("{me}: failing with {code} from now on");
+            }
+            Method::DELETE => {
+                self.0.store(0, Ordering::SeqCst);
+                eprintln!("{me}: healthy again");
+            }
+            Method::GET => {}
+            _ => {
+                return text_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "PUT, DELETE or GET\n".into(),
+                )
+            }
+        }
+        let failing = self.status().map(|s| s.as_u16());
+        text_response(
+            StatusCode::OK,
+            format!("{}\n", json!({ "served_by": me, "failing_with": failing })),
+        )
+    }
+
+    /// A failing instance's answer: the status, and an error naming it.
+    fn answer(&self, me: &str, status: StatusCode, protocol: &str) -> Response<Full<Bytes>> {
+        let body = json!({
+            "chain": [me],
+            "route": format!("{me} ✘ {}", status.as_u16()),
+            "hops": [{ "served_by": me, "protocol": protocol }],
+            "error": { "at": me, "status": status.as_u16(), "message": format!("{me} is failing on purpose") },
+        });
+        Response::builder()
+            .status(status)
+            .header(CONTENT_TYPE, "application/json")
+            .header("x-served-by", me)
+            .body(Full::new(Bytes::from(format!("{body}\n"))))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    }
 }
 
 // ------------------------------------------------------------------ sandbox key ---

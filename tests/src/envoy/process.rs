@@ -439,22 +439,28 @@ impl Process {
         if self.exit_status().is_some() {
             return;
         }
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self.exit_status().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        self.exit_status = self.child.wait().ok();
+        self.exit_status = terminate(&mut self.child);
     }
+}
+
+/// Stops a child process that has not been reaped: SIGTERM (so it flushes its logs), then
+/// SIGKILL if it is still running 5 s later; always reaps it. Returns how it exited.
+pub fn terminate(child: &mut Child) -> Option<ExitStatus> {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    child.wait().ok()
 }
 
 impl Drop for Process {
