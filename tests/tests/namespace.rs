@@ -23,12 +23,9 @@ fn config_without_namespace() -> serde_json::Value {
     config
 }
 
-/// Fails today on Envoy 1.40: in `proxy_on_configure`, `proxy_get_property("node", "metadata",
-/// "NAMESPACE")` answers NotFound (status 1; seen with `ENVOY_LOG_LEVEL=trace`) although the
-/// bootstrap's `node.metadata` has `NAMESPACE: shop`, so the filter refuses the configuration
-/// as if no namespace were known. Run it with `--ignored` once the filter reads the namespace.
+/// On Envoy 1.40 the node is the attribute `xds.node` (`node` answers NotFound): the filter
+/// reads `xds.node.metadata.NAMESPACE`, then `node.metadata.NAMESPACE` for older Envoys.
 #[tokio::test]
-#[ignore = "the README claim fails: node.metadata.NAMESPACE is NotFound in proxy_on_configure (Envoy 1.40)"]
 async fn short_service_names_resolve_in_the_node_metadata_namespace() {
     let env = SandboxEnv::start_with(SandboxOptions {
         filter_config: Some(config_without_namespace()),

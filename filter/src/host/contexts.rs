@@ -206,11 +206,16 @@ fn wasm_memory_kib() -> usize {
     core::arch::wasm32::memory_size(0).saturating_mul(64)
 }
 
+/// Istio's node metadata `NAMESPACE`. Envoy 1.40 has the node under `xds.node` (the
+/// attribute `node` is NotFound there, measured); older Envoys under `node`.
 fn host_facts() -> HostFacts {
-    let namespace = abi::property(&["node", "metadata", "NAMESPACE"])
-        .ok()
-        .flatten()
-        .and_then(|buffer| String::from_utf8(buffer.bytes().to_vec()).ok())
-        .filter(|ns| !ns.is_empty());
+    let namespace = [
+        &["xds", "node", "metadata", "NAMESPACE"][..],
+        &["node", "metadata", "NAMESPACE"],
+    ]
+    .into_iter()
+    .find_map(|path| abi::property(path).ok().flatten())
+    .and_then(|buffer| String::from_utf8(buffer.bytes().to_vec()).ok())
+    .filter(|ns| !ns.is_empty());
     HostFacts { namespace }
 }
