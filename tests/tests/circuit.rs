@@ -506,12 +506,7 @@ async fn a_failed_probe_doubles_the_open_time_up_to_the_cap_and_recovery_closes_
     let since = Instant::now();
     assert_upstream_answered(&env.send(keyed()).await, 503);
     let mut tripped_by = idle_since(&env).await;
-    assert_circuit_open(
-        &env.send(keyed()).await,
-        "after 1 consecutive failures",
-        1,
-        since,
-    );
+    assert_circuit_open(&env.send(keyed()).await, "after 1 failure", 1, since);
     let mut open_s = 1;
     for doubled in [2, 4, 4] {
         wait_out(Duration::from_secs(open_s), tripped_by).await;
@@ -542,12 +537,7 @@ async fn a_failed_probe_doubles_the_open_time_up_to_the_cap_and_recovery_closes_
     upstream.behave(Behavior::Status(503));
     let since = Instant::now();
     assert_upstream_answered(&env.send(keyed()).await, 503);
-    assert_circuit_open(
-        &env.send(keyed()).await,
-        "after 1 consecutive failures",
-        1,
-        since,
-    );
+    assert_circuit_open(&env.send(keyed()).await, "after 1 failure", 1, since);
     assert_eq!(upstream.request_count(), 1 + 3 + 1 + 5 + 1);
     env.envoy
         .wait_for_stat_eq(&trips_stat(KEY), 5, STAT_DEADLINE)

@@ -66,6 +66,7 @@ impl Cause {
     /// `after 5 consecutive failures`, for the reply a refused request gets.
     pub fn text(&self) -> String {
         match self {
+            Cause::Consecutive(1) => "after 1 failure".to_owned(),
             Cause::Consecutive(n) => format!("after {n} consecutive failures"),
             Cause::Ratio {
                 failures,

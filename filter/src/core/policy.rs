@@ -31,6 +31,23 @@ pub enum Label {
 }
 
 impl Label {
+    /// Every label, for defining their counters up front.
+    pub const ALL: [Label; 13] = [
+        Label::Routed,
+        Label::Baseline,
+        Label::RateLimited,
+        Label::InFlightRejected,
+        Label::Untrusted,
+        Label::UnknownKey,
+        Label::Expired,
+        Label::WriteDenied,
+        Label::InvalidKey,
+        Label::ShadowRejected,
+        Label::BudgetUnavailable,
+        Label::CircuitOpen,
+        Label::RoutedToPassthrough,
+    ];
+
     /// The decision a refused budget verdict records.
     pub fn of_verdict(verdict: &Verdict) -> Label {
         match verdict {

@@ -65,6 +65,7 @@ impl Filter {
         match compile(configuration.bytes(), &host_facts()) {
             Ok(router) => {
                 prepare_cells(&router);
+                self.metrics.define_totals();
                 for sandbox in router.sandboxes().filter(|s| s.breaker.is_some()) {
                     self.metrics.define_circuit_series(&sandbox.key);
                 }

@@ -46,6 +46,17 @@ impl Metrics {
         let _ = self.id(open_gauge(sandbox), abi::define_gauge);
     }
 
+    /// Creates every decision's total counter at 0 when a configuration is applied (an existing
+    /// one keeps its value), for the same reason: `rate()` and `increase()` need a sample before
+    /// the first request of a decision. Per-sandbox counters are created on first use: 10,000
+    /// sandboxes × every decision would be too many series to create up front.
+    pub fn define_totals(&mut self) {
+        for label in Label::ALL {
+            let name = format!("sandbox_router.requests_total.decision.{}", label.as_str());
+            let _ = self.id(name, abi::define_counter);
+        }
+    }
+
     pub fn flush(&mut self) {
         for (sandbox, count) in std::mem::take(&mut self.trips) {
             self.add(trips_counter(&sandbox), count);
