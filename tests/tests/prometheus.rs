@@ -195,11 +195,30 @@ fn by_decision(samples: &[Sample]) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Every decision's total exists from the moment the configuration is applied, at 0 until its
+/// first request; `expected` names those above 0.
 fn totals(expected: &[(&str, f64)]) -> BTreeMap<String, f64> {
-    expected
-        .iter()
-        .map(|(d, v)| ((*d).to_owned(), *v))
-        .collect()
+    const DECISIONS: [&str; 13] = [
+        "routed",
+        "baseline",
+        "rate_limited",
+        "in_flight_rejected",
+        "untrusted",
+        "unknown_key",
+        "expired",
+        "write_denied",
+        "invalid_key",
+        "shadow_rejected",
+        "budget_unavailable",
+        "circuit_open",
+        "routed_to_passthrough",
+    ];
+    let mut totals: BTreeMap<String, f64> =
+        DECISIONS.iter().map(|d| ((*d).to_owned(), 0.0)).collect();
+    for (decision, value) in expected {
+        totals.insert((*decision).to_owned(), *value);
+    }
+    totals
 }
 
 #[tokio::test]
