@@ -24,45 +24,18 @@ pub struct Answer {
     pub upstream: Option<String>,
 }
 
-/// Opens h2c connections to `envoy`'s listener `listener` until Envoy's per-worker listener
-/// stats show that each of its `workers` accepted at least two of them. The stats are named by
-/// the configured address (port 0), so `envoy` must have no other listener.
+/// Two h2c connections on each of `envoy`'s `workers` workers ([`crate::workers`]), for load
+/// spread over every worker.
 pub async fn connections_on_every_worker(
     envoy: &Envoy,
     listener: &str,
     workers: u32,
 ) -> Vec<Connection> {
-    let addr = envoy.listener(listener);
-    let mut connections = Vec::new();
-    loop {
-        for _ in 0..4 {
-            connections.push(
-                Connection::open(addr, Protocol::H2c, None)
-                    .await
-                    .expect("open an h2c connection to Envoy"),
-            );
-        }
-        let stats = envoy.stats().await;
-        // `listener.<configured address>.worker_<n>.downstream_cx_total`.
-        let per_worker: Vec<u64> = (0..workers)
-            .map(|w| {
-                let suffix = format!(".worker_{w}.downstream_cx_total");
-                stats
-                    .iter()
-                    .filter(|(name, _)| name.starts_with("listener.") && name.ends_with(&suffix))
-                    .map(|(_, value)| *value)
-                    .sum()
-            })
-            .collect();
-        if per_worker.iter().all(|&n| n >= 2) {
-            return connections;
-        }
-        assert!(
-            connections.len() < 200,
-            "{} connections did not reach all {workers} workers of {addr}: {per_worker:?}",
-            connections.len()
-        );
-    }
+    crate::workers::connections_on_every_worker(envoy, listener, workers, 2, Protocol::H2c)
+        .await
+        .into_iter()
+        .map(|c| c.connection)
+        .collect()
 }
 
 /// Sends `request()` from `tasks_per_connection` tasks on each connection, each task one

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::audit::{self, AuditLog};
-use crate::client::{Connection, Protocol, TestRequest, TestResponse};
+use crate::client::{Connection, TestRequest, TestResponse};
 use crate::envoy::process::DEFAULT_FAILURE_TIMEOUT;
 use crate::envoy::{
     Bootstrap, Cluster, Envoy, EnvoyBuilder, FailedStart, Listener, Route, VirtualHost,
@@ -404,42 +404,10 @@ impl SandboxEnv {
             .unwrap_or_else(|| panic!("no upstream {name:?}"))
     }
 
-    /// Opens h2c connections until Envoy's per-worker listener stats
-    /// (`listener.<address>.worker_<n>.downstream_cx_total`) show that each of the `workers`
-    /// accepted at least two of them: requests spread over these reach every worker.
+    /// Two h2c connections on each of the `workers` workers: requests spread over these reach
+    /// every worker.
     pub async fn connections_on_every_worker(&self, workers: u32) -> Vec<Connection> {
-        let listener = self.addr();
-        let mut connections = Vec::new();
-        loop {
-            for _ in 0..4 {
-                connections.push(
-                    Connection::open(listener, Protocol::H2c, None)
-                        .await
-                        .expect("open an h2c connection to Envoy"),
-                );
-            }
-            let stats = self.envoy.stats().await;
-            let per_worker: Vec<u64> = (0..workers)
-                .map(|w| {
-                    let suffix = format!(".worker_{w}.downstream_cx_total");
-                    stats
-                        .iter()
-                        .filter(|(name, _)| {
-                            name.starts_with("listener.") && name.ends_with(&suffix)
-                        })
-                        .map(|(_, value)| *value)
-                        .sum()
-                })
-                .collect();
-            if per_worker.iter().all(|&n| n >= 2) {
-                return connections;
-            }
-            assert!(
-                connections.len() < 200,
-                "{} connections did not reach all {workers} workers: {per_worker:?}",
-                connections.len()
-            );
-        }
+        crate::load::connections_on_every_worker(&self.envoy, LISTENER, workers).await
     }
 
     /// Waits until Envoy has finished every request on the test listener (their streams, and
