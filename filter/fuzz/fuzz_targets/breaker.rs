@@ -12,85 +12,17 @@ use sandbox_router::core::breaker::{
     admit, ensure_cell, record, return_probe, Admission, BreakerCell, BreakerPolicy, Phase,
     Ticket, MAX_ATTEMPTS,
 };
-use sandbox_router::core::guard::{SetError, Store, StoreUnavailable};
+use sandbox_router_fuzz::{Mischief, MischiefStore};
 
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Mischief {
-    None,
-    /// Another worker rewrites the cell between our read and our write.
-    Race,
-    Fail,
-    Garbage(u8),
+/// In a race another worker rewrites the cell as it is (our write then loses its CAS).
+fn same_cell(_: &()) -> Option<Vec<u8>> {
+    None
 }
 
-struct FuzzStore {
-    value: Option<(Vec<u8>, u32)>,
-    next_cas: u32,
-    mischief: Vec<Mischief>,
-    gets: u32,
-    misbehaved: bool,
-}
+type FuzzStore = MischiefStore<()>;
 
-impl FuzzStore {
-    fn next(&mut self) -> Mischief {
-        let m = self.mischief.pop().unwrap_or(Mischief::None);
-        if !matches!(m, Mischief::None) {
-            self.misbehaved = true;
-        }
-        m
-    }
-
-    fn bump(&mut self) -> u32 {
-        self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        self.next_cas
-    }
-
-    fn cell(&self) -> Option<BreakerCell> {
-        self.value.as_ref().and_then(|(v, _)| BreakerCell::decode(v))
-    }
-}
-
-impl Store for FuzzStore {
-    fn get<T>(
-        &mut self,
-        _key: &str,
-        read: impl FnOnce(&[u8]) -> Option<T>,
-    ) -> Result<(Option<T>, u32), StoreUnavailable> {
-        self.gets += 1;
-        let found = match &self.value {
-            Some((v, cas)) => (read(v), *cas),
-            None => (None, 0),
-        };
-        match self.next() {
-            Mischief::None => {}
-            Mischief::Fail => return Err(StoreUnavailable),
-            Mischief::Race => {
-                let cas = self.bump();
-                if let Some((_, c)) = &mut self.value {
-                    *c = cas;
-                }
-            }
-            Mischief::Garbage(n) => {
-                let cas = self.bump();
-                self.value = Some((vec![n; usize::from(n)], cas));
-            }
-        }
-        Ok(found)
-    }
-
-    fn set(&mut self, _key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
-        if let Some((_, current)) = &self.value {
-            if cas != 0 && cas != *current {
-                return Err(SetError::CasMismatch);
-            }
-        }
-        if matches!(self.next(), Mischief::Fail) {
-            return Err(SetError::Failed);
-        }
-        let next = self.bump();
-        self.value = Some((value.to_vec(), next));
-        Ok(())
-    }
+fn cell(store: &FuzzStore) -> Option<BreakerCell> {
+    store.value.as_ref().and_then(|(v, _)| BreakerCell::decode(v))
 }
 
 #[derive(Arbitrary, Debug)]
@@ -113,7 +45,7 @@ struct Input {
     half_open_requests: u8,
     start_ns: u64,
     ops: Vec<Op>,
-    mischief: Vec<Mischief>,
+    mischief: Vec<Mischief<()>>,
 }
 
 const SEC: u64 = 1_000_000_000;
@@ -130,13 +62,7 @@ fuzz_target!(|input: Input| {
         half_open_requests: u32::from(input.half_open_requests % 5 + 1),
         store_key: "sandbox-router/circuit/fuzz".into(),
     };
-    let mut store = FuzzStore {
-        value: None,
-        next_cas: 0,
-        mischief: input.mischief.iter().copied().take(256).collect(),
-        gets: 0,
-        misbehaved: false,
-    };
+    let mut store = FuzzStore::new(&input.mischief, same_cell);
     let mut now = input.start_ns;
     let mut tickets: Vec<Ticket> = Vec::new();
     for op in input.ops.iter().take(128) {
@@ -173,7 +99,7 @@ fuzz_target!(|input: Input| {
             }
         }
         if !store.misbehaved {
-            if let Some(cell) = store.cell() {
+            if let Some(cell) = cell(&store) {
                 assert!(cell.open_ns >= policy.open_ns && cell.open_ns <= policy.max_open_ns);
                 if cell.phase == Phase::HalfOpen {
                     assert!(cell.probes_admitted <= policy.half_open_requests);

@@ -4,124 +4,43 @@
 //! never exceeds the cap, and no more tokens are handed out than the bucket earned.
 #![no_main]
 
-use std::collections::VecDeque;
-
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sandbox_router::core::bucket::{BudgetCell, RateLimit, MICRO};
 use sandbox_router::core::guard::{
-    admit, beat, ensure_cell, heartbeat_key, release, Budget, SetError, Store, StoreUnavailable,
-    Verdict, MAX_ADMIT_ATTEMPTS, MAX_RELEASE_ATTEMPTS,
+    admit, beat, ensure_cell, heartbeat_key, release, Budget, Verdict, MAX_ADMIT_ATTEMPTS,
+    MAX_RELEASE_ATTEMPTS,
 };
+use sandbox_router_fuzz::{Mischief, MischiefStore};
 use sandbox_router::core::slots::{Slots, VmId};
 
 /// This VM, and another worker's VM whose requests hold slots in the races below.
 const US: VmId = 1;
 const OTHER: VmId = 2;
 
-/// What the store does on one call.
+/// Another worker's write in a race: a cell with these tokens and its slots.
 #[derive(Arbitrary, Debug, Clone, Copy)]
-enum Mischief {
-    None,
-    /// Another worker writes between our get and set (our set then loses its CAS).
-    Race {
-        in_flight: u8,
-        micro_tokens: u64,
-    },
-    Fail,
-    /// The value is replaced with bytes that are not a cell.
-    Garbage(u8),
+struct RivalCell {
+    in_flight: u8,
+    micro_tokens: u64,
 }
 
-struct FuzzStore {
-    value: Option<(Vec<u8>, u32)>,
-    /// Heartbeats, by key: both VMs stay alive.
-    beats: Vec<(String, Vec<u8>)>,
-    next_cas: u32,
-    mischief: VecDeque<Mischief>,
-    gets: u32,
-    sets: u32,
-    misbehaved: bool,
+fn rival_cell(rival: &RivalCell) -> Option<Vec<u8>> {
+    let mut cell = BudgetCell {
+        micro_tokens: rival.micro_tokens,
+        refilled_at_ns: 0,
+        slots: Slots::default(),
+    };
+    for _ in 0..rival.in_flight {
+        cell.slots.take(OTHER);
+    }
+    Some(cell.encode().as_bytes().to_vec())
 }
 
-impl FuzzStore {
-    fn next(&mut self) -> Mischief {
-        let m = self.mischief.pop_front().unwrap_or(Mischief::None);
-        if !matches!(m, Mischief::None) {
-            self.misbehaved = true;
-        }
-        m
-    }
+type FuzzStore = MischiefStore<RivalCell>;
 
-    fn bump(&mut self) -> u32 {
-        self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        self.next_cas
-    }
-
-    fn cell(&self) -> Option<BudgetCell> {
-        self.value.as_ref().and_then(|(v, _)| BudgetCell::decode(v))
-    }
-}
-
-impl Store for FuzzStore {
-    fn get<T>(
-        &mut self,
-        key: &str,
-        read: impl FnOnce(&[u8]) -> Option<T>,
-    ) -> Result<(Option<T>, u32), StoreUnavailable> {
-        if let Some((_, beat)) = self.beats.iter().find(|(k, _)| k == key) {
-            return Ok((read(beat), 1));
-        }
-        self.gets += 1;
-        let found = match &self.value {
-            Some((v, cas)) => (read(v), *cas),
-            None => (None, 0),
-        };
-        match self.next() {
-            Mischief::None => {}
-            Mischief::Fail => return Err(StoreUnavailable),
-            Mischief::Race {
-                in_flight,
-                micro_tokens,
-            } => {
-                let mut cell = BudgetCell {
-                    micro_tokens,
-                    refilled_at_ns: 0,
-                    slots: Slots::default(),
-                };
-                for _ in 0..in_flight {
-                    cell.slots.take(OTHER);
-                }
-                let cas = self.bump();
-                self.value = Some((cell.encode().as_bytes().to_vec(), cas));
-            }
-            Mischief::Garbage(n) => {
-                let cas = self.bump();
-                self.value = Some((vec![n; usize::from(n % 40)], cas));
-            }
-        }
-        Ok(found)
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
-        if key.starts_with("sandbox-router/vm/") {
-            self.beats.retain(|(k, _)| k != key);
-            self.beats.push((key.to_owned(), value.to_vec()));
-            return Ok(());
-        }
-        self.sets += 1;
-        if let Some((_, current)) = &self.value {
-            if cas != 0 && cas != *current {
-                return Err(SetError::CasMismatch);
-            }
-        }
-        if matches!(self.next(), Mischief::Fail) {
-            return Err(SetError::Failed);
-        }
-        let next = self.bump();
-        self.value = Some((value.to_vec(), next));
-        Ok(())
-    }
+fn cell(store: &FuzzStore) -> Option<BudgetCell> {
+    store.value.as_ref().and_then(|(v, _)| BudgetCell::decode(v))
 }
 
 #[derive(Arbitrary, Debug)]
@@ -138,7 +57,7 @@ struct Input {
     max_in_flight: Option<u16>,
     start_ns: u64,
     ops: Vec<Op>,
-    mischief: Vec<Mischief>,
+    mischief: Vec<Mischief<RivalCell>>,
 }
 
 fuzz_target!(|input: Input| {
@@ -150,15 +69,7 @@ fuzz_target!(|input: Input| {
         max_in_flight: input.max_in_flight.map(u32::from),
         store_key: "sandbox-router/budget/fuzz".into(),
     };
-    let mut store = FuzzStore {
-        value: None,
-        beats: Vec::new(),
-        next_cas: 0,
-        mischief: input.mischief.iter().copied().take(256).collect(),
-        gets: 0,
-        sets: 0,
-        misbehaved: false,
-    };
+    let mut store = FuzzStore::new(&input.mischief, rival_cell);
     let mut now = input.start_ns;
     // Time only moves forward here, and both VMs beat at the latest time: neither is dead.
     let beat_far_ahead = |store: &mut FuzzStore| {
@@ -188,7 +99,7 @@ fuzz_target!(|input: Input| {
             }
             Op::Admit { advance_ns } => {
                 now = now.saturating_add(u64::from(*advance_ns));
-                let before = store.cell();
+                let before = cell(&store);
                 let verdict = admit(&mut store, &budget, now, US);
                 assert!(store.gets - gets <= MAX_ADMIT_ATTEMPTS);
                 assert!(store.sets - sets <= MAX_ADMIT_ATTEMPTS);
@@ -233,7 +144,7 @@ fuzz_target!(|input: Input| {
         }
         // With a store that never misbehaved, the cell is exactly our own accounting.
         if !store.misbehaved {
-            if let Some(cell) = store.cell() {
+            if let Some(cell) = cell(&store) {
                 assert_eq!(cell.in_flight(), held, "in-flight count drifted");
                 if let Some(max) = budget.max_in_flight {
                     assert!(cell.in_flight() <= max);

@@ -305,3 +305,117 @@ pub fn trace_enabled() -> bool {
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *TRACE.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some())
 }
+
+/// What a [`MischiefStore`] does on one call, as the host's shared data may: another worker's
+/// write between our read and our write (its value made by the store's `race` from `R`), a
+/// failing call, or bytes that are not a cell.
+#[derive(arbitrary::Arbitrary, Debug, Clone, Copy)]
+pub enum Mischief<R> {
+    None,
+    Race(R),
+    Fail,
+    Garbage(u8),
+}
+
+/// A one-cell shared-data store with the host's CAS rules that misbehaves on command. Keys
+/// under `sandbox-router/vm/` (heartbeats) are kept apart and always answered, so the cell's
+/// accounting is the targets' to check.
+pub struct MischiefStore<R> {
+    pub value: Option<(Vec<u8>, u32)>,
+    pub beats: Vec<(String, Vec<u8>)>,
+    next_cas: u32,
+    mischief: std::collections::VecDeque<Mischief<R>>,
+    /// The value another worker writes in a race (`None`: it rewrites what is there).
+    race: fn(&R) -> Option<Vec<u8>>,
+    pub gets: u32,
+    pub sets: u32,
+    /// Whether any mischief happened so far.
+    pub misbehaved: bool,
+}
+
+impl<R: Copy> MischiefStore<R> {
+    pub fn new(mischief: &[Mischief<R>], race: fn(&R) -> Option<Vec<u8>>) -> Self {
+        MischiefStore {
+            value: None,
+            beats: Vec::new(),
+            next_cas: 0,
+            mischief: mischief.iter().copied().take(256).collect(),
+            race,
+            gets: 0,
+            sets: 0,
+            misbehaved: false,
+        }
+    }
+
+    fn next(&mut self) -> Mischief<R> {
+        let m = self.mischief.pop_front().unwrap_or(Mischief::None);
+        if !matches!(m, Mischief::None) {
+            self.misbehaved = true;
+        }
+        m
+    }
+
+    fn bump(&mut self) -> u32 {
+        self.next_cas = self.next_cas.wrapping_add(1).max(1);
+        self.next_cas
+    }
+}
+
+impl<R: Copy> sandbox_router::core::guard::Store for MischiefStore<R> {
+    fn get<T>(
+        &mut self,
+        key: &str,
+        read: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Result<(Option<T>, u32), sandbox_router::core::guard::StoreUnavailable> {
+        if let Some((_, beat)) = self.beats.iter().find(|(k, _)| k == key) {
+            return Ok((read(beat), 1));
+        }
+        self.gets += 1;
+        let found = match &self.value {
+            Some((v, cas)) => (read(v), *cas),
+            None => (None, 0),
+        };
+        match self.next() {
+            Mischief::None => {}
+            Mischief::Fail => return Err(sandbox_router::core::guard::StoreUnavailable),
+            Mischief::Race(payload) => {
+                let cas = self.bump();
+                let rewritten = (self.race)(&payload)
+                    .or_else(|| self.value.as_ref().map(|(v, _)| v.clone()))
+                    .unwrap_or_default();
+                self.value = Some((rewritten, cas));
+            }
+            Mischief::Garbage(n) => {
+                let cas = self.bump();
+                self.value = Some((vec![n; usize::from(n % 40)], cas));
+            }
+        }
+        Ok(found)
+    }
+
+    fn set(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: u32,
+    ) -> Result<(), sandbox_router::core::guard::SetError> {
+        use sandbox_router::core::guard::SetError;
+        if key.starts_with("sandbox-router/vm/") {
+            self.beats.retain(|(k, _)| k != key);
+            self.beats.push((key.to_owned(), value.to_vec()));
+            return Ok(());
+        }
+        self.sets += 1;
+        if let Some((_, current)) = &self.value {
+            if cas != 0 && cas != *current {
+                return Err(SetError::CasMismatch);
+            }
+        }
+        if matches!(self.next(), Mischief::Fail) {
+            return Err(SetError::Failed);
+        }
+        let next = self.bump();
+        self.value = Some((value.to_vec(), next));
+        Ok(())
+    }
+}
