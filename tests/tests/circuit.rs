@@ -585,7 +585,10 @@ async fn shadow_mode_lets_requests_through_an_open_circuit_and_records_them() {
             .await;
     }
     // Nothing was refused (the total exists from the start, at 0).
-    assert_eq!(env.envoy.stat(&decision_stat("circuit_open")).await, Some(0));
+    assert_eq!(
+        env.envoy.stat(&decision_stat("circuit_open")).await,
+        Some(0)
+    );
     let records = env
         .audit_log()
         .wait_for_records(2 + SHADOWED + BYSTANDER_RECORDS, audit::DEFAULT_WAIT)

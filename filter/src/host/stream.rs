@@ -90,53 +90,17 @@ pub fn route_request(router: &Router, metrics: &mut Metrics, vm: VmId) -> Handle
         send_rejection(rejection, request.is_grpc);
         handled.answered = true;
     } else if let Some(sandbox) = evaluation.budget_sandbox() {
-        // The breaker first: a request it refuses takes nothing from the budget.
-        let mut tracked = None;
-        match circuit::check(sandbox, request.is_grpc, metrics) {
-            Checked::Go(ticket) => tracked = ticket,
-            Checked::Refused => {
-                label = Label::CircuitOpen;
-                handled.answered = true;
-            }
-            Checked::Shadow => {
-                label = Label::ShadowRejected;
-                reason = Some(CIRCUIT_OPEN_SHADOW_DETAILS);
-            }
-        }
-        if !handled.answered {
-            match guard(sandbox, request.is_grpc, vm) {
-                Guarded::Admitted { quota, slot } => {
-                    state.quota = quota;
-                    state.slot = slot;
-                }
-                // Counted and audited as what it would have been; it goes on.
-                Guarded::Shadow(would_be) => {
-                    label = would_be;
-                    reason = None;
-                }
-                Guarded::Rejected(rejected) => {
-                    label = rejected;
-                    reason = None;
-                    handled.answered = true;
-                }
-                Guarded::Unlimited => {}
-            }
-        }
-        match tracked {
-            Some(tracked) if handled.answered => circuit::untrack(tracked),
-            circuit => {
-                let routed = matches!(evaluation.decision, Decision::Route { .. });
-                if !handled.answered && (circuit.is_some() || routed) {
-                    state.outcome = Some(Awaited {
-                        sandbox: Rc::clone(&sandbox.key),
-                        circuit,
-                        routed,
-                        is_grpc: request.is_grpc,
-                        grpc_status: None,
-                    });
-                }
-            }
-        }
+        let contained = contain(
+            sandbox,
+            &evaluation.decision,
+            &request,
+            vm,
+            metrics,
+            &mut state,
+        );
+        handled.answered = contained.answered;
+        label = contained.label.unwrap_or(label);
+        reason = contained.reason;
     }
     if !handled.answered {
         let validated = evaluation.validated_key().map(|s| &*s.key);
@@ -156,6 +120,80 @@ pub fn route_request(router: &Router, metrics: &mut Metrics, vm: VmId) -> Handle
         handled.state = Some(state);
     }
     handled
+}
+
+/// What the breaker and the budget made of a request of a registered sandbox going ahead.
+struct Contained {
+    /// Refused, and answered.
+    answered: bool,
+    /// The decision, when they changed it.
+    label: Option<Label>,
+    /// The audit reason, when the label alone does not tell it.
+    reason: Option<&'static str>,
+}
+
+/// The breaker, then the budget (a request the breaker refuses takes nothing from the budget);
+/// a request that goes upstream leaves in `state` what its end must report.
+fn contain(
+    sandbox: &Sandbox,
+    decision: &Decision<'_>,
+    request: &RequestScan<'_>,
+    vm: VmId,
+    metrics: &mut Metrics,
+    state: &mut StreamState,
+) -> Contained {
+    let mut out = Contained {
+        answered: false,
+        label: None,
+        reason: None,
+    };
+    let mut tracked = None;
+    match circuit::check(sandbox, request.is_grpc, metrics) {
+        Checked::Go(ticket) => tracked = ticket,
+        Checked::Refused => {
+            out.label = Some(Label::CircuitOpen);
+            out.answered = true;
+        }
+        Checked::Shadow => {
+            out.label = Some(Label::ShadowRejected);
+            out.reason = Some(CIRCUIT_OPEN_SHADOW_DETAILS);
+        }
+    }
+    if !out.answered {
+        match guard(sandbox, request.is_grpc, vm) {
+            Guarded::Admitted { quota, slot } => {
+                state.quota = quota;
+                state.slot = slot;
+            }
+            // Counted and audited as what it would have been; it goes on.
+            Guarded::Shadow(would_be) => {
+                out.label = Some(would_be);
+                out.reason = None;
+            }
+            Guarded::Rejected(rejected) => {
+                out.label = Some(rejected);
+                out.reason = None;
+                out.answered = true;
+            }
+            Guarded::Unlimited => {}
+        }
+    }
+    match tracked {
+        Some(tracked) if out.answered => circuit::untrack(tracked),
+        circuit => {
+            let routed = matches!(decision, Decision::Route { .. });
+            if !out.answered && (circuit.is_some() || routed) {
+                state.outcome = Some(Awaited {
+                    sandbox: Rc::clone(&sandbox.key),
+                    circuit,
+                    routed,
+                    is_grpc: request.is_grpc,
+                    grpc_status: None,
+                });
+            }
+        }
+    }
+    out
 }
 
 fn debug_only(line: String) -> StreamState {
