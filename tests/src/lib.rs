@@ -13,6 +13,7 @@ pub mod body;
 pub mod client;
 pub mod envoy;
 pub mod expect;
+pub mod filter_entry;
 pub mod istio;
 pub mod otel;
 pub mod paths;
@@ -22,5 +23,6 @@ pub mod upstream;
 
 pub use client::{Connection, Echo, Protocol, TestRequest, TestResponse};
 pub use envoy::{Bootstrap, Cluster, Envoy, EnvoyBuilder, Listener, Route, VirtualHost};
+pub use filter_entry::FilterEntry;
 pub use sandbox::{SandboxEnv, SandboxOptions};
 pub use upstream::{Upstream, UpstreamOptions};
