@@ -45,6 +45,23 @@ pub fn render(
     generate(config, &["--wasm", &wasm], &args)
 }
 
+/// Runs `scripts/sandboxes` with `args` from the workspace root; panics unless it succeeds.
+pub fn run_sandboxes(args: &[&str]) {
+    let script = paths::workspace_root().join("scripts/sandboxes");
+    let output = Command::new("python3")
+        .current_dir(paths::workspace_root())
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "scripts/sandboxes {args:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Runs `scripts/sandboxes [global_args] --table <config> <command_args>` from the workspace
 /// root and parses the JSON it prints.
 pub fn generate(config: &Value, global_args: &[&str], command_args: &[&str]) -> Value {

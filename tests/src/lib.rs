@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod body;
+pub mod carrier_oracle;
 pub mod client;
 pub mod envoy;
 pub mod expect;
