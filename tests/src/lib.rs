@@ -16,6 +16,7 @@ pub mod envoy;
 pub mod expect;
 pub mod filter_entry;
 pub mod istio;
+pub mod istio_fast_path;
 pub mod otel;
 pub mod paths;
 pub mod sandbox;

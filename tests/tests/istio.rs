@@ -1,7 +1,9 @@
 //! The Istio manifests of `istio/`: valid against Istio's own published schemas (and the
 //! validator provably rejects broken ones), consistent with each other, and routing as promised
 //! in an Envoy shaped like an Istio outbound sidecar that runs `istio/wasmplugin.yaml`'s
-//! `pluginConfig` (and `istio/envoyfilter.yaml`'s patch). Plus the OCI image of
+//! `pluginConfig` (and `istio/envoyfilter.yaml`'s patch, and the fast path of
+//! `istio/fast-path-envoyfilter.yaml`: its composite filter, its Wasm filter by ECDS). Plus the
+//! OCI image of
 //! `scripts/package-oci`, read back and compared byte for byte with the built filter.
 //!
 //! Needs: Node.js 20+ and npm (the validator's packages are installed with `npm ci` when
@@ -18,7 +20,9 @@ use integration_tests::istio::{
     self, FilterSource, IstioSidecarEnv, Validation, PASSTHROUGH_UPSTREAM, SERVICE_PORT,
 };
 use integration_tests::sandbox::DECISION_HEADER;
-use integration_tests::{expect, paths, skip, Protocol, TestRequest, TestResponse};
+use integration_tests::{
+    expect, filter_entry, istio_fast_path, paths, skip, Protocol, TestRequest, TestResponse,
+};
 use serde_json::{json, Value};
 
 const PAYMENT_BASELINE: &str = "payment@baseline";
@@ -67,6 +71,7 @@ fn manifests_pass_istios_published_schemas() {
         "wasmplugin.yaml",
         "trafficextension.yaml",
         "envoyfilter.yaml",
+        "fast-path-envoyfilter.yaml",
         "sandbox-payment-feature-y.yaml",
     ] {
         assert!(
@@ -108,6 +113,15 @@ fn manifests_pass_istios_published_schemas() {
     );
     expect(
         "istio/envoyfilter.yaml",
+        0,
+        &[
+            ("objectmeta", "pass"),
+            ("kubernetes-models", "pass"),
+            ("crd", crd),
+        ],
+    );
+    expect(
+        "istio/fast-path-envoyfilter.yaml",
         0,
         &[
             ("objectmeta", "pass"),
@@ -367,6 +381,69 @@ fn envoy_filter_carries_the_same_configuration() {
     );
 }
 
+/// The fast-path EnvoyFilter is the WasmPlugin's filter (same workloads, module, failure policy
+/// and configuration), as an ECDS resource behind the composite filter that
+/// `scripts/sandboxes render-envoy --ecds <resource> --ads` generates from that configuration.
+#[test]
+fn fast_path_envoy_filter_is_the_plugin_behind_the_generated_matcher() {
+    let plugin = istio::wasm_plugin();
+    let manifest = istio_fast_path::envoy_filter();
+    assert_eq!(manifest["metadata"]["namespace"], istio::NAMESPACE);
+    assert_eq!(
+        manifest["spec"]["workloadSelector"]["labels"], plugin["spec"]["selector"]["matchLabels"],
+        "the same workloads"
+    );
+    let resources = istio_fast_path::patches(&manifest, "EXTENSION_CONFIG");
+    assert_eq!(resources.len(), 1);
+    let resource = &resources[0]["patch"]["value"];
+    let wasm = &resource["typed_config"];
+    assert_eq!(
+        wasm["@type"],
+        "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+    );
+    let config = &wasm["config"];
+    assert_eq!(config["root_id"], "sandbox-router");
+    assert_eq!(config["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+    assert_eq!(
+        config["vm_config"]["code"]["remote"]["http_uri"]["uri"], plugin["spec"]["url"],
+        "the WasmPlugin's image, fetched by istio-agent"
+    );
+    assert_eq!(
+        config["failure_policy"],
+        istio::failure_policy(plugin["spec"]["failStrategy"].as_str())
+    );
+    let text = config["configuration"]["value"]
+        .as_str()
+        .expect("configuration.value is a string");
+    let parsed: Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("the fast path's configuration is not JSON: {e}\n{text}"));
+    assert_eq!(
+        &parsed,
+        istio::plugin_config(&plugin),
+        "the fast path's configuration must equal the WasmPlugin's pluginConfig"
+    );
+
+    let filters = istio_fast_path::patches(&manifest, "HTTP_FILTER");
+    assert_eq!(filters.len(), 1);
+    let patch = filters[0];
+    assert_eq!(patch["match"]["context"], "SIDECAR_OUTBOUND");
+    assert_eq!(
+        patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router"
+    );
+    assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
+    let name = resource["name"].as_str().expect("the resource has a name");
+    let generated =
+        filter_entry::generate(&parsed, &[], &["render-envoy", "--ecds", name, "--ads"]);
+    assert_eq!(
+        patch["patch"]["value"],
+        generated,
+        "the HTTP_FILTER patch is not what scripts/sandboxes render-envoy --ecds {name} --ads \
+         generates from the configuration; regenerate it:\n{}",
+        serde_json::to_string_pretty(&generated).unwrap_or_default()
+    );
+}
+
 #[test]
 fn sandbox_service_answers_to_the_rewritten_authority() {
     let plugin = istio::wasm_plugin();
@@ -534,6 +611,26 @@ async fn istio_outbound_sidecar_routes_by_the_wasm_plugin_config() {
 async fn envoy_filter_patch_routes_the_same_way() {
     let env = IstioSidecarEnv::start(FilterSource::EnvoyFilter).await;
     assert_routes_like_the_manifest(&env).await;
+}
+
+/// The fast path: the composite filter from the HTTP_FILTER patch, its Wasm filter delivered
+/// by ECDS as istio-agent hands it to Envoy (a local module). It routes like the WasmPlugin.
+#[tokio::test]
+async fn fast_path_envoy_filter_routes_the_same_way() {
+    let env = IstioSidecarEnv::start(FilterSource::FastPathEnvoyFilter).await;
+    assert_routes_like_the_manifest(&env).await;
+    let stats = env.envoy.stats().await;
+    let applied = stats
+        .iter()
+        .filter(|(name, _)| {
+            name.starts_with("extension_config_discovery.") && name.ends_with(".update_success")
+        })
+        .map(|(_, value)| *value)
+        .sum::<u64>();
+    assert!(
+        applied >= 1,
+        "the ECDS resource was never applied: {stats:?}"
+    );
 }
 
 /// The same Istio-shaped sidecar without the filter: keys change nothing (so the routing above
