@@ -46,7 +46,8 @@ pub fn render(
 }
 
 /// Runs `scripts/sandboxes` with `args` from the workspace root; panics unless it succeeds.
-pub fn run_sandboxes(args: &[&str]) {
+/// Returns what it wrote to stderr (its warnings).
+pub fn run_sandboxes(args: &[&str]) -> String {
     let script = paths::workspace_root().join("scripts/sandboxes");
     let output = Command::new("python3")
         .current_dir(paths::workspace_root())
@@ -60,6 +61,7 @@ pub fn run_sandboxes(args: &[&str]) {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Runs `scripts/sandboxes [global_args] --table <config> <command_args>` from the workspace

@@ -444,6 +444,78 @@ fn fast_path_envoy_filter_is_the_plugin_behind_the_generated_matcher() {
     );
 }
 
+/// `scripts/sandboxes render-istio` writes one table into the WasmPlugin, the TrafficExtension
+/// and both EnvoyFilters (on copies here), and says when the fast path's matcher needs
+/// re-rendering because the carriers changed.
+#[test]
+fn render_istio_writes_the_table_into_every_manifest() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let files = [
+        "wasmplugin.yaml",
+        "trafficextension.yaml",
+        "envoyfilter.yaml",
+        "fast-path-envoyfilter.yaml",
+    ];
+    for file in files {
+        std::fs::copy(istio::manifest_dir().join(file), dir.path().join(file)).unwrap();
+    }
+    let copies: Vec<String> = files
+        .iter()
+        .map(|f| dir.path().join(f).to_string_lossy().into_owned())
+        .collect();
+    let render = |table: &Value| {
+        let path = dir.path().join("table.json");
+        std::fs::write(&path, table.to_string()).unwrap();
+        let mut args = vec!["--table", path.to_str().unwrap(), "render-istio"];
+        args.extend(copies.iter().map(String::as_str));
+        filter_entry::run_sandboxes(&args)
+    };
+    let configurations = || -> Vec<Value> {
+        let mut out = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+            for doc in istio::parse_yaml_documents(&text).unwrap() {
+                if !doc["spec"]["pluginConfig"].is_null() {
+                    out.push(doc["spec"]["pluginConfig"].clone());
+                }
+                if !doc["spec"]["wasm"]["pluginConfig"].is_null() {
+                    out.push(doc["spec"]["wasm"]["pluginConfig"].clone());
+                }
+                for patch in doc["spec"]["configPatches"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let text = &patch["patch"]["value"]["typed_config"]["config"]["configuration"]
+                        ["value"];
+                    if let Some(text) = text.as_str() {
+                        out.push(serde_json::from_str(text).unwrap());
+                    }
+                }
+            }
+        }
+        out
+    };
+
+    let mut table = istio::plugin_config(&istio::wasm_plugin()).clone();
+    table["sandboxes"]["feature-z"] = json!({ "routes": { "payment": { "authority": "payment-feature-z.shop.svc.cluster.local" } } });
+    let warnings = render(&table);
+    assert!(!warnings.contains("warning"), "{warnings}");
+    let written = configurations();
+    assert_eq!(written.len(), 4, "{written:?}");
+    for configuration in &written {
+        assert_eq!(configuration, &table);
+    }
+
+    table["routing_key"]["headers"] = json!(["x-route-key"]);
+    let warnings = render(&table);
+    assert!(
+        warnings.contains("fast-path-envoyfilter.yaml: the carriers changed"),
+        "{warnings}"
+    );
+    assert_eq!(configurations()[3], table);
+}
+
 #[test]
 fn sandbox_service_answers_to_the_rewritten_authority() {
     let plugin = istio::wasm_plugin();
