@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -16,6 +17,8 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/sandbox_router.wasm")
 NOOP_WASM = os.path.join(ROOT, "target/bench-noop/wasm32-wasip1/release/sandbox_router.wasm")
+SDK_NOOP_WASM = os.path.join(ROOT, "target/bench-sdk-noop/wasm32-wasip1/release/bench_sdk_noop.wasm")
+SANDBOXES = os.path.join(ROOT, "scripts/sandboxes")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -29,8 +32,9 @@ def envoy_bin():
 
 
 def build_filters():
-    """The filter and the no-op module the benchmarks compare, built as scripts/lib.sh does."""
-    subprocess.run(["bash", "-c", f"source '{ROOT}/scripts/lib.sh' && build_filter && build_noop_filter"],
+    """The filter and the no-op modules the benchmarks compare, built as scripts/lib.sh does."""
+    subprocess.run(["bash", "-c", f"source '{ROOT}/scripts/lib.sh' && build_filter && build_noop_filter"
+                    " && build_sdk_noop_filter"],
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
@@ -55,6 +59,20 @@ def wasm_filter(configuration, wasm=WASM):
             },
         },
     }
+
+
+def generated_entry(configuration, *render_args, wasm=WASM):
+    """The sandbox-router filter entry that `scripts/sandboxes render-envoy [render_args]`
+    generates for `configuration` (JSON text): by default the fast path."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as table:
+        table.write(configuration)
+    try:
+        out = subprocess.run([sys.executable, SANDBOXES, "--table", table.name, "--wasm", wasm,
+                              "render-envoy", *render_args],
+                             check=True, capture_output=True, text=True).stdout
+    finally:
+        os.unlink(table.name)
+    return json.loads(out)
 
 
 def router_filter():

@@ -139,6 +139,14 @@ build_noop_filter() {
     --target-dir target/bench-noop >&2
 }
 
+# build_sdk_noop_filter — the benchmark's proxy-wasm SDK arm: an HTTP filter on the SDK whose
+# contexts do nothing (filter/bench-sdk-noop, its own workspace), in its own target directory.
+build_sdk_noop_filter() {
+  ensure_wasm_target
+  cargo build --release --target "$WASM_TARGET" --manifest-path filter/bench-sdk-noop/Cargo.toml \
+    --target-dir target/bench-sdk-noop >&2
+}
+
 # ensure_python_package DIST VERSION — pip-installs DIST==VERSION unless that
 # version is installed (test peers such as the OpenTelemetry propagators).
 ensure_python_package() {

@@ -374,13 +374,17 @@ pub fn outbound_http_filters(plugins: Vec<PlacedFilter>) -> Vec<Value> {
 
 /// Applies the HTTP_FILTER patches of an EnvoyFilter manifest (SIDECAR_OUTBOUND,
 /// INSERT_BEFORE/INSERT_AFTER/INSERT_FIRST a named filter of the HCM) to `filters`, with the
-/// Wasm module's local file replaced by `wasm`. Panics on a patch this fixture cannot apply.
+/// Wasm module's local file replaced by `wasm`. EXTENSION_CONFIG patches add ECDS resources,
+/// not filters: see [`crate::istio_fast_path`]. Panics on a patch this fixture cannot apply.
 pub fn apply_envoy_filter(filters: &mut Vec<Value>, envoy_filter: &Value, wasm: &Path) {
     let patches = envoy_filter["spec"]["configPatches"]
         .as_array()
         .expect("the EnvoyFilter has spec.configPatches");
     assert!(!patches.is_empty(), "the EnvoyFilter has no patch");
     for patch in patches {
+        if patch["applyTo"] == "EXTENSION_CONFIG" {
+            continue;
+        }
         assert_eq!(patch["applyTo"], "HTTP_FILTER", "{patch}");
         let context = patch["match"]["context"].as_str().unwrap_or("ANY");
         assert!(
@@ -393,9 +397,11 @@ pub fn apply_envoy_filter(filters: &mut Vec<Value>, envoy_filter: &Value, wasm: 
             "{patch}"
         );
         let mut value = patch["patch"]["value"].clone();
-        let code = &mut value["typed_config"]["config"]["vm_config"]["code"];
-        if code.get("local").is_some() {
-            code["local"] = json!({ "filename": wasm.to_string_lossy() });
+        // (pointer_mut, not indexing: indexing would add the path to a filter without it)
+        if let Some(code) = value.pointer_mut("/typed_config/config/vm_config/code") {
+            if code.get("local").is_some() {
+                code["local"] = json!({ "filename": wasm.to_string_lossy() });
+            }
         }
         let anchor = filter["subFilter"]["name"].as_str();
         let position = |filters: &Vec<Value>| {
@@ -431,6 +437,8 @@ pub enum FilterSource {
     WasmPluginManifest(Value),
     /// `istio/envoyfilter.yaml`'s patch.
     EnvoyFilter,
+    /// `istio/fast-path-envoyfilter.yaml`: its filter patch, and its Wasm filter by ECDS.
+    FastPathEnvoyFilter,
     /// No filter: plain Istio routing.
     None,
 }
@@ -474,6 +482,9 @@ pub fn http_filters_for(source: &FilterSource, wasm: &Path) -> Vec<Value> {
             apply_envoy_filter(&mut filters, &envoy_filter(), wasm);
             filters
         }
+        FilterSource::FastPathEnvoyFilter => {
+            panic!("the fast path needs an ECDS file: use istio_fast_path::http_filters")
+        }
         FilterSource::None => outbound_http_filters(Vec::new()),
     }
 }
@@ -481,9 +492,10 @@ pub fn http_filters_for(source: &FilterSource, wasm: &Path) -> Vec<Value> {
 /// One outbound sidecar (of an app in namespace `shop`) in front of echo upstreams standing for
 /// the pods of `SERVICES`, plus one for `PassthroughCluster`.
 pub struct IstioSidecarEnv {
-    // Field order matters: Envoy stops before the upstreams go away.
+    // Field order matters: Envoy stops before the upstreams (and its ECDS files) go away.
     pub envoy: Envoy,
     upstreams: Vec<Upstream>,
+    _ecds_dir: Option<tempfile::TempDir>,
 }
 
 impl IstioSidecarEnv {
@@ -499,10 +511,15 @@ impl IstioSidecarEnv {
             FilterSource::None => PathBuf::new(),
             _ => paths::filter_wasm(),
         };
-        let mut bootstrap = Bootstrap::new().listener(outbound_listener(
-            &services,
-            http_filters_for(&source, &wasm),
-        ));
+        let (http_filters, ecds_dir) = match source {
+            FilterSource::FastPathEnvoyFilter => {
+                let dir = tempfile::tempdir().expect("a temp dir for the ECDS file");
+                let filters = crate::istio_fast_path::http_filters(dir.path(), &wasm);
+                (filters, Some(dir))
+            }
+            _ => (http_filters_for(&source, &wasm), None),
+        };
+        let mut bootstrap = Bootstrap::new().listener(outbound_listener(&services, http_filters));
         for (service, upstream) in SERVICES {
             bootstrap = bootstrap.cluster(Cluster::new(
                 &outbound_cluster_name(service, SERVICE_PORT),
@@ -514,7 +531,11 @@ impl IstioSidecarEnv {
             ports[PASSTHROUGH_UPSTREAM],
         ));
         let envoy = EnvoyBuilder::new(bootstrap).start().await;
-        IstioSidecarEnv { envoy, upstreams }
+        IstioSidecarEnv {
+            envoy,
+            upstreams,
+            _ecds_dir: ecds_dir,
+        }
     }
 
     /// The outbound listener (what the app's connections to any `<service>:8080` reach).

@@ -12,12 +12,15 @@
 
 pub mod audit;
 pub mod body;
+pub mod carrier_oracle;
 pub mod client;
 pub mod clock;
 pub mod ecds;
 pub mod envoy;
 pub mod expect;
+pub mod filter_entry;
 pub mod istio;
+pub mod istio_fast_path;
 pub mod load;
 pub mod observability;
 pub mod otel;
@@ -32,5 +35,6 @@ pub mod workers;
 
 pub use client::{Connection, Echo, Protocol, TestRequest, TestResponse};
 pub use envoy::{Bootstrap, Cluster, Envoy, EnvoyBuilder, Listener, Route, VirtualHost};
+pub use filter_entry::FilterEntry;
 pub use sandbox::{SandboxEnv, SandboxOptions};
 pub use upstream::{Upstream, UpstreamOptions};

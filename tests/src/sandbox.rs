@@ -23,6 +23,7 @@ use crate::envoy::process::DEFAULT_FAILURE_TIMEOUT;
 use crate::envoy::{
     Bootstrap, Cluster, Envoy, EnvoyBuilder, FailedStart, Listener, Route, VirtualHost,
 };
+use crate::filter_entry::{self, FilterEntry};
 use crate::paths;
 use crate::upstream::{Upstream, UpstreamOptions};
 
@@ -124,62 +125,57 @@ pub struct ShippedFilter {
     pub hcm_options: Vec<(String, Value)>,
     /// The filter's `failure_policy` (`FAIL_CLOSED` when unset, as in Envoy).
     pub failure_policy: FailurePolicy,
+    /// The form of the filter entry (plain Wasm filter or fast path).
+    pub entry: FilterEntry,
 }
 
-/// Reads the first HTTP connection manager with a sandbox-router filter in an Envoy YAML file
-/// (relative paths are relative to the workspace root). Panics if there is none.
+/// Reads the first HTTP connection manager with a sandbox-router filter (either entry form:
+/// the Wasm filter itself, or the fast path's composite filter holding it) in an Envoy YAML
+/// file (relative paths are relative to the workspace root). Panics if there is none.
 pub fn shipped_filter(path: &str) -> ShippedFilter {
     let path = crate::paths::workspace_root().join(path);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let bootstrap: Value = serde_yaml::from_str(&text)
         .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
-    let listeners = bootstrap["static_resources"]["listeners"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for listener in &listeners {
-        for chain in listener["filter_chains"].as_array().into_iter().flatten() {
-            for filter in chain["filters"].as_array().into_iter().flatten() {
-                let hcm = &filter["typed_config"];
-                for http_filter in hcm["http_filters"].as_array().into_iter().flatten() {
-                    let config = &http_filter["typed_config"]["config"];
-                    if config["root_id"] != "sandbox-router" {
-                        continue;
-                    }
-                    let raw = config["configuration"]["value"]
-                        .as_str()
-                        .unwrap_or_else(|| {
-                            panic!(
-                                "{}: the sandbox-router has no configuration value",
-                                path.display()
-                            )
-                        });
-                    let filter_config = serde_json::from_str(raw).unwrap_or_else(|e| {
-                        panic!(
-                            "{}: the sandbox-router configuration is not JSON: {e}",
-                            path.display()
-                        )
-                    });
-                    let hcm_options = ["use_remote_address", "xff_num_trusted_hops"]
-                        .iter()
-                        .filter(|field| !hcm[**field].is_null())
-                        .map(|field| ((*field).to_owned(), hcm[*field].clone()))
-                        .collect();
-                    let failure_policy = match config["failure_policy"].as_str() {
-                        Some("FAIL_OPEN") => FailurePolicy::FailOpen,
-                        Some("FAIL_RELOAD") => FailurePolicy::FailReload,
-                        Some("FAIL_CLOSED") | None => FailurePolicy::FailClosed,
-                        Some(other) => panic!("{}: unknown failure_policy {other}", path.display()),
-                    };
-                    return ShippedFilter {
-                        filter_config,
-                        hcm_options,
-                        failure_policy,
-                    };
-                }
-            }
-        }
+    for (hcm, http_filter) in filter_entry::http_filters(&bootstrap) {
+        let (Some(entry), Some(config)) = (
+            filter_entry::form_of(http_filter),
+            filter_entry::wasm_config(http_filter),
+        ) else {
+            continue;
+        };
+        let raw = config["configuration"]["value"]
+            .as_str()
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: the sandbox-router has no configuration value",
+                    path.display()
+                )
+            });
+        let filter_config = serde_json::from_str(raw).unwrap_or_else(|e| {
+            panic!(
+                "{}: the sandbox-router configuration is not JSON: {e}",
+                path.display()
+            )
+        });
+        let hcm_options = ["use_remote_address", "xff_num_trusted_hops"]
+            .iter()
+            .filter(|field| !hcm[**field].is_null())
+            .map(|field| ((*field).to_owned(), hcm[*field].clone()))
+            .collect();
+        let failure_policy = match config["failure_policy"].as_str() {
+            Some("FAIL_OPEN") => FailurePolicy::FailOpen,
+            Some("FAIL_RELOAD") => FailurePolicy::FailReload,
+            Some("FAIL_CLOSED") | None => FailurePolicy::FailClosed,
+            Some(other) => panic!("{}: unknown failure_policy {other}", path.display()),
+        };
+        return ShippedFilter {
+            filter_config,
+            hcm_options,
+            failure_policy,
+            entry,
+        };
     }
     panic!("{} has no sandbox-router filter", path.display())
 }
@@ -194,7 +190,7 @@ pub enum FailurePolicy {
 }
 
 impl FailurePolicy {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             FailurePolicy::FailOpen => "FAIL_OPEN",
             FailurePolicy::FailClosed => "FAIL_CLOSED",
@@ -259,8 +255,14 @@ pub struct SandboxOptions {
     /// The filter's JSON configuration; `None` runs Envoy without the filter.
     pub filter_config: Option<Value>,
     /// The filter's configuration as raw text (need not be JSON); overrides `filter_config`.
+    /// Plain entry only (the fast path's matcher is generated from the configuration).
     pub raw_filter_config: Option<String>,
     pub failure_policy: FailurePolicy,
+    /// The form of the filter entry, generated by `scripts/sandboxes render-envoy`.
+    pub entry: FilterEntry,
+    /// A ready-made sandbox-router HTTP filter entry (e.g. one whose configuration comes from
+    /// ECDS), used instead of building one from the configuration.
+    pub prebuilt_entry: Option<Value>,
     /// Put `lua_route_resolver()` before the sandbox-router.
     pub resolve_route_first: bool,
     /// Speak HTTP/2 to the upstreams (needed for gRPC trailers).
@@ -301,6 +303,8 @@ impl Default for SandboxOptions {
             filter_config: Some(default_filter_config()),
             raw_filter_config: None,
             failure_policy: FailurePolicy::FailOpen,
+            entry: FilterEntry::Plain,
+            prebuilt_entry: None,
             resolve_route_first: false,
             upstream_http2: false,
             max_request_headers_kb: Some(96),
@@ -504,18 +508,11 @@ pub fn sandbox_bootstrap_with_log(
     if options.resolve_route_first {
         listener = listener.http_filter(lua_route_resolver());
     }
-    let configuration = match (&options.raw_filter_config, &options.filter_config) {
-        (Some(raw), _) => Some(raw.clone()),
-        (None, Some(config)) => Some(config.to_string()),
-        (None, None) => None,
+    let entry = match &options.ecds_file {
+        Some(path) => Some(crate::ecds::discovered_filter(path)),
+        None => sandbox_router_entry(options),
     };
-    if let Some(path) = &options.ecds_file {
-        listener = listener.http_filter(crate::ecds::discovered_filter(path));
-    } else if let Some(configuration) = configuration {
-        let filter = match &options.wasm {
-            Some(wasm) => wasm_filter_from(wasm, &configuration, options.failure_policy),
-            None => wasm_filter(&configuration, options.failure_policy),
-        };
+    if let Some(filter) = entry {
         listener = listener.http_filter(filter);
     }
     for filter in &options.http_filters_after {
@@ -536,6 +533,40 @@ pub fn sandbox_bootstrap_with_log(
         .extra_clusters
         .iter()
         .fold(bootstrap, |b, c| b.cluster(c.clone()))
+}
+
+/// The sandbox-router's HTTP filter entry for `options`, if it runs the filter.
+fn sandbox_router_entry(options: &SandboxOptions) -> Option<Value> {
+    if let Some(entry) = &options.prebuilt_entry {
+        return Some(entry.clone());
+    }
+    let wasm = options.wasm.clone().unwrap_or_else(paths::filter_wasm);
+    // The plain entry is built here, so that tests can hand the filter any configuration
+    // (the generator checks a table before rendering it).
+    match (
+        &options.raw_filter_config,
+        &options.filter_config,
+        options.entry,
+    ) {
+        (Some(raw), _, FilterEntry::Plain) => {
+            Some(wasm_filter_from(&wasm, raw, options.failure_policy))
+        }
+        (None, Some(config), FilterEntry::Plain) => Some(wasm_filter_from(
+            &wasm,
+            &config.to_string(),
+            options.failure_policy,
+        )),
+        (Some(_), _, FilterEntry::FastPath) => {
+            panic!("a raw filter configuration has no generated fast path: use FilterEntry::Plain")
+        }
+        (None, Some(config), FilterEntry::FastPath) => Some(filter_entry::render(
+            config,
+            &wasm,
+            options.failure_policy,
+            FilterEntry::FastPath,
+        )),
+        (None, None, _) => None,
+    }
 }
 
 /// The filter's debug decision header on a response.

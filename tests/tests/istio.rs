@@ -1,7 +1,9 @@
 //! The Istio manifests of `istio/`: valid against Istio's own published schemas (and the
 //! validator provably rejects broken ones), consistent with each other, and routing as promised
 //! in an Envoy shaped like an Istio outbound sidecar that runs `istio/wasmplugin.yaml`'s
-//! `pluginConfig` (and `istio/envoyfilter.yaml`'s patch). Plus the OCI image of
+//! `pluginConfig` (and `istio/envoyfilter.yaml`'s patch, and the fast path of
+//! `istio/fast-path-envoyfilter.yaml`: its composite filter, its Wasm filter by ECDS). Plus the
+//! OCI image of
 //! `scripts/package-oci`, read back and compared byte for byte with the built filter.
 //!
 //! Needs: Node.js 20+ and npm (the validator's packages are installed with `npm ci` when
@@ -18,7 +20,9 @@ use integration_tests::istio::{
     self, FilterSource, IstioSidecarEnv, Validation, PASSTHROUGH_UPSTREAM, SERVICE_PORT,
 };
 use integration_tests::sandbox::DECISION_HEADER;
-use integration_tests::{expect, paths, skip, Protocol, TestRequest, TestResponse};
+use integration_tests::{
+    expect, filter_entry, istio_fast_path, paths, skip, Protocol, TestRequest, TestResponse,
+};
 use serde_json::{json, Value};
 
 const PAYMENT_BASELINE: &str = "payment@baseline";
@@ -68,6 +72,7 @@ fn manifests_pass_istios_published_schemas() {
         "trafficextension.yaml",
         "envoyfilter.yaml",
         "global-rate-limit.yaml",
+        "fast-path-envoyfilter.yaml",
         "sandbox-payment-feature-y.yaml",
     ] {
         assert!(
@@ -116,15 +121,20 @@ fn manifests_pass_istios_published_schemas() {
             ("crd", crd),
         ],
     );
-    expect(
+    for envoy_filter in [
         "istio/global-rate-limit.yaml",
-        0,
-        &[
-            ("objectmeta", "pass"),
-            ("kubernetes-models", "pass"),
-            ("crd", crd),
-        ],
-    );
+        "istio/fast-path-envoyfilter.yaml",
+    ] {
+        expect(
+            envoy_filter,
+            0,
+            &[
+                ("objectmeta", "pass"),
+                ("kubernetes-models", "pass"),
+                ("crd", crd),
+            ],
+        );
+    }
     // @kubernetes-models/istio predates TrafficExtension: only its CRD knows it.
     expect(
         "istio/trafficextension.yaml",
@@ -377,6 +387,141 @@ fn envoy_filter_carries_the_same_configuration() {
     );
 }
 
+/// The fast-path EnvoyFilter is the WasmPlugin's filter (same workloads, module, failure policy
+/// and configuration), as an ECDS resource behind the composite filter that
+/// `scripts/sandboxes render-envoy --ecds <resource> --ads` generates from that configuration.
+#[test]
+fn fast_path_envoy_filter_is_the_plugin_behind_the_generated_matcher() {
+    let plugin = istio::wasm_plugin();
+    let manifest = istio_fast_path::envoy_filter();
+    assert_eq!(manifest["metadata"]["namespace"], istio::NAMESPACE);
+    assert_eq!(
+        manifest["spec"]["workloadSelector"]["labels"], plugin["spec"]["selector"]["matchLabels"],
+        "the same workloads"
+    );
+    let resources = istio_fast_path::patches(&manifest, "EXTENSION_CONFIG");
+    assert_eq!(resources.len(), 1);
+    let resource = &resources[0]["patch"]["value"];
+    let wasm = &resource["typed_config"];
+    assert_eq!(
+        wasm["@type"],
+        "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+    );
+    let config = &wasm["config"];
+    assert_eq!(config["root_id"], "sandbox-router");
+    assert_eq!(config["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+    assert_eq!(
+        config["vm_config"]["code"]["remote"]["http_uri"]["uri"], plugin["spec"]["url"],
+        "the WasmPlugin's image, fetched by istio-agent"
+    );
+    assert_eq!(
+        config["failure_policy"],
+        istio::failure_policy(plugin["spec"]["failStrategy"].as_str())
+    );
+    let text = config["configuration"]["value"]
+        .as_str()
+        .expect("configuration.value is a string");
+    let parsed: Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("the fast path's configuration is not JSON: {e}\n{text}"));
+    assert_eq!(
+        &parsed,
+        istio::plugin_config(&plugin),
+        "the fast path's configuration must equal the WasmPlugin's pluginConfig"
+    );
+
+    let filters = istio_fast_path::patches(&manifest, "HTTP_FILTER");
+    assert_eq!(filters.len(), 1);
+    let patch = filters[0];
+    assert_eq!(patch["match"]["context"], "SIDECAR_OUTBOUND");
+    assert_eq!(
+        patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+        "envoy.filters.http.router"
+    );
+    assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
+    let name = resource["name"].as_str().expect("the resource has a name");
+    let generated =
+        filter_entry::generate(&parsed, &[], &["render-envoy", "--ecds", name, "--ads"]);
+    assert_eq!(
+        patch["patch"]["value"],
+        generated,
+        "the HTTP_FILTER patch is not what scripts/sandboxes render-envoy --ecds {name} --ads \
+         generates from the configuration; regenerate it:\n{}",
+        serde_json::to_string_pretty(&generated).unwrap_or_default()
+    );
+}
+
+/// `scripts/sandboxes render-istio` writes one table into the WasmPlugin, the TrafficExtension
+/// and both EnvoyFilters (on copies here), and says when the fast path's matcher needs
+/// re-rendering because the carriers changed.
+#[test]
+fn render_istio_writes_the_table_into_every_manifest() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let files = [
+        "wasmplugin.yaml",
+        "trafficextension.yaml",
+        "envoyfilter.yaml",
+        "fast-path-envoyfilter.yaml",
+    ];
+    for file in files {
+        std::fs::copy(istio::manifest_dir().join(file), dir.path().join(file)).unwrap();
+    }
+    let copies: Vec<String> = files
+        .iter()
+        .map(|f| dir.path().join(f).to_string_lossy().into_owned())
+        .collect();
+    let render = |table: &Value| {
+        let path = dir.path().join("table.json");
+        std::fs::write(&path, table.to_string()).unwrap();
+        let mut args = vec!["--table", path.to_str().unwrap(), "render-istio"];
+        args.extend(copies.iter().map(String::as_str));
+        filter_entry::run_sandboxes(&args)
+    };
+    let configurations = || -> Vec<Value> {
+        let mut out = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+            for doc in istio::parse_yaml_documents(&text).unwrap() {
+                if !doc["spec"]["pluginConfig"].is_null() {
+                    out.push(doc["spec"]["pluginConfig"].clone());
+                }
+                if !doc["spec"]["wasm"]["pluginConfig"].is_null() {
+                    out.push(doc["spec"]["wasm"]["pluginConfig"].clone());
+                }
+                for patch in doc["spec"]["configPatches"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let text = &patch["patch"]["value"]["typed_config"]["config"]["configuration"]
+                        ["value"];
+                    if let Some(text) = text.as_str() {
+                        out.push(serde_json::from_str(text).unwrap());
+                    }
+                }
+            }
+        }
+        out
+    };
+
+    let mut table = istio::plugin_config(&istio::wasm_plugin()).clone();
+    table["sandboxes"]["feature-z"] = json!({ "routes": { "payment": { "authority": "payment-feature-z.shop.svc.cluster.local" } } });
+    let warnings = render(&table);
+    assert!(!warnings.contains("warning"), "{warnings}");
+    let written = configurations();
+    assert_eq!(written.len(), 4, "{written:?}");
+    for configuration in &written {
+        assert_eq!(configuration, &table);
+    }
+
+    table["routing_key"]["headers"] = json!(["x-route-key"]);
+    let warnings = render(&table);
+    assert!(
+        warnings.contains("fast-path-envoyfilter.yaml: the carriers changed"),
+        "{warnings}"
+    );
+    assert_eq!(configurations()[3], table);
+}
+
 #[test]
 fn sandbox_service_answers_to_the_rewritten_authority() {
     let plugin = istio::wasm_plugin();
@@ -544,6 +689,26 @@ async fn istio_outbound_sidecar_routes_by_the_wasm_plugin_config() {
 async fn envoy_filter_patch_routes_the_same_way() {
     let env = IstioSidecarEnv::start(FilterSource::EnvoyFilter).await;
     assert_routes_like_the_manifest(&env).await;
+}
+
+/// The fast path: the composite filter from the HTTP_FILTER patch, its Wasm filter delivered
+/// by ECDS as istio-agent hands it to Envoy (a local module). It routes like the WasmPlugin.
+#[tokio::test]
+async fn fast_path_envoy_filter_routes_the_same_way() {
+    let env = IstioSidecarEnv::start(FilterSource::FastPathEnvoyFilter).await;
+    assert_routes_like_the_manifest(&env).await;
+    let stats = env.envoy.stats().await;
+    let applied = stats
+        .iter()
+        .filter(|(name, _)| {
+            name.starts_with("extension_config_discovery.") && name.ends_with(".update_success")
+        })
+        .map(|(_, value)| *value)
+        .sum::<u64>();
+    assert!(
+        applied >= 1,
+        "the ECDS resource was never applied: {stats:?}"
+    );
 }
 
 /// The same Istio-shaped sidecar without the filter: keys change nothing (so the routing above

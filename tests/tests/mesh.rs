@@ -2,8 +2,9 @@
 //! behind its own Envoy sidecar with the sandbox-router filter on its outbound listener;
 //! besides the baseline instances, `cart@feature-x` and `payment@feature-y`. The apps are the
 //! `shop-service` binary of this crate, run as processes; the sidecars are built with the
-//! harness, mirroring `envoy-config/_mesh-sidecar.template.yaml`, and load the filter
-//! configuration the demo uses (`envoy-config/mesh-filter.json`).
+//! harness, mirroring `envoy-config/_mesh-sidecar.template.yaml` (the fast-path entry, made by
+//! `scripts/sandboxes render-envoy`), and load the filter configuration the demo uses
+//! (`envoy-config/mesh-filter.json`).
 //!
 //! ```text
 //! client -> frontend-sidecar:inbound -> frontend@baseline
@@ -27,8 +28,8 @@ use http::StatusCode;
 use integration_tests::envoy::process::die_with_parent;
 use integration_tests::sandbox::{self, FailurePolicy};
 use integration_tests::{
-    paths, Bootstrap, Cluster, Envoy, EnvoyBuilder, Listener, Protocol, Route, TestRequest,
-    TestResponse, VirtualHost,
+    filter_entry, paths, Bootstrap, Cluster, Envoy, EnvoyBuilder, FilterEntry, Listener, Protocol,
+    Route, TestRequest, TestResponse, VirtualHost,
 };
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -82,13 +83,11 @@ const BASELINE: [&str; 3] = ["frontend@baseline", "cart@baseline", "payment@base
 const VIA_CART_X: [&str; 3] = ["frontend@baseline", "cart@feature-x", "payment@baseline"];
 const VIA_PAYMENT_Y: [&str; 3] = ["frontend@baseline", "cart@baseline", "payment@feature-y"];
 
-fn filter_config() -> String {
+fn filter_config() -> Value {
     let path = paths::workspace_root().join("envoy-config/mesh-filter.json");
     let text =
         fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let parsed: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-    parsed.to_string()
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
 // ------------------------------------------------------------------- the apps ---
@@ -201,7 +200,7 @@ fn sidecar_bootstrap(
     apps: &[App],
     next_inbound: Option<SocketAddr>,
     h2c: bool,
-    filter_config: &str,
+    filter_config: &Value,
 ) -> Bootstrap {
     let not_found = |what: &str| {
         Route::Raw(json!({
@@ -231,8 +230,12 @@ fn sidecar_bootstrap(
         VirtualHost::new("no-such-instance", ["*"]).route(not_found("no local instance")),
     );
 
-    let mut outbound = Listener::new("outbound")
-        .http_filter(sandbox::wasm_filter(filter_config, FailurePolicy::FailOpen));
+    let mut outbound = Listener::new("outbound").http_filter(filter_entry::render(
+        filter_config,
+        &paths::filter_wasm(),
+        FailurePolicy::FailOpen,
+        FilterEntry::FastPath,
+    ));
     if let (Some(next), Some(addr)) = (next_of(service), next_inbound) {
         for version in versions_of(next) {
             let name = authority(next, version);
@@ -257,7 +260,7 @@ impl Mesh {
         Self::start_with(protocol, &filter_config()).await
     }
 
-    async fn start_with(protocol: Protocol, config: &str) -> Mesh {
+    async fn start_with(protocol: Protocol, config: &Value) -> Mesh {
         let h2c = protocol == Protocol::H2c;
         let dir = tempfile::Builder::new()
             .prefix("mesh-it-")
@@ -453,9 +456,10 @@ async fn routes_each_hop(protocol: Protocol) {
     answer.expect(200, &BASELINE);
     assert_every_hop(&answer, &mesh, None);
     for i in 0..2 {
-        assert!(
-            answer.decision(i).starts_with("baseline;")
-                && answer.decision(i).contains("reason=no-key"),
+        // The fast path: a keyless call never reaches the filter, which then adds no decision.
+        assert_eq!(
+            answer.hop(i)["call"]["sidecar_decision"],
+            Value::Null,
             "hop {i}: {}",
             answer.context
         );
@@ -631,10 +635,10 @@ async fn sandboxed_orders_stay_out_of_production(protocol: Protocol) {
 /// The demo's configuration with feature-x's refill slowed to one token per 100 s: its burst
 /// (5) is then exactly what a burst of requests gets, however long the machine takes to
 /// deliver them (the refill pace itself is measured in tests/tests/guard.rs).
-fn config_without_refill() -> String {
-    let mut config: Value = serde_json::from_str(&filter_config()).expect("the demo's config");
+fn config_without_refill() -> Value {
+    let mut config = filter_config();
     config["sandboxes"]["feature-x"]["rate_limit"]["requests_per_second"] = json!(0.01);
-    config.to_string()
+    config
 }
 
 async fn burst_trips_the_sandbox_limit(protocol: Protocol) {
@@ -712,7 +716,7 @@ async fn fail_switch(app: &App, status: Option<u16>) {
 /// feature-y traffic goes on; healed, the first request after `open_seconds` probes it and
 /// closes the circuit. The breaker is the demo's (`envoy-config/mesh-filter.json`).
 async fn broken_sandbox_opens_its_circuit_and_recovers(protocol: Protocol) {
-    let config: Value = serde_json::from_str(&filter_config()).expect("JSON");
+    let config = filter_config();
     let breaker = &config["sandboxes"]["feature-x"]["circuit_breaker"];
     let trip_after = breaker["consecutive_failures"].as_u64().expect("a number");
     let open = Duration::from_secs(breaker["open_seconds"].as_u64().expect("a number"));

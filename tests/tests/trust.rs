@@ -839,6 +839,7 @@ async fn the_ingress_gateway_config_strips_keys_from_the_internet() {
     let env = SandboxEnv::start_with(SandboxOptions {
         filter_config: Some(shipped.filter_config),
         hcm_options: shipped.hcm_options,
+        entry: shipped.entry,
         audit_log: true,
         ..SandboxOptions::default()
     })
