@@ -87,6 +87,10 @@ def bootstrap(virtual_hosts, http_filters, listeners=(), clusters=()):
     in-Envoy upstream for routes that must forward: `direct_listener`, `internal_cluster`)."""
     return {
         "node": {"id": "bench", "cluster": "bench"},
+        # Internal listeners (the in-Envoy upstream) need this extension loaded.
+        "bootstrap_extensions": [{
+            "name": "envoy.bootstrap.internal_listener",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"}}],
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {"listeners": [{
             "name": "bench",
