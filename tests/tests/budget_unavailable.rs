@@ -22,7 +22,8 @@ const STORE_UNAVAILABLE: &str = "store-unavailable";
 /// A registered sandbox without a budget: the guard has nothing to ask the store.
 const UNLIMITED_KEY: &str = "feature-free";
 const STAT_DEADLINE: Duration = Duration::from_secs(10);
-const REFUSED_BODY: &str = "sandbox feature-x: budget unavailable (limiter contention); \
+const REFUSED_BODY: &str =
+    "sandbox feature-x: budget unavailable (shared budget store failed or contended); \
                             request refused to protect production";
 
 async fn start() -> SandboxEnv {

@@ -69,7 +69,7 @@ pub fn reject_over_budget(sandbox: &str, verdict: &Verdict, is_grpc: bool) {
             1,
         ),
         Verdict::Unavailable | Verdict::Admitted { .. } => (
-            format!("sandbox {sandbox}: budget unavailable (limiter contention); request refused to protect production"),
+            format!("sandbox {sandbox}: budget unavailable (shared budget store failed or contended); request refused to protect production"),
             0,
             1,
             1,
