@@ -9,6 +9,23 @@ use serde_json::Value;
 use crate::audit::FILTER_STATE_KEY;
 use crate::paths;
 
+/// Every decision the filter counts: each has a total from the moment a configuration is applied.
+pub const ALL_DECISIONS: [&str; 13] = [
+    "routed",
+    "baseline",
+    "rate_limited",
+    "in_flight_rejected",
+    "untrusted",
+    "unknown_key",
+    "expired",
+    "write_denied",
+    "invalid_key",
+    "shadow_rejected",
+    "budget_unavailable",
+    "circuit_open",
+    "routed_to_passthrough",
+];
+
 /// The shipped observability setup, relative to the workspace root.
 pub const OBSERVABILITY_YAML: &str = "envoy-config/observability.yaml";
 

@@ -357,6 +357,15 @@ impl SandboxEnv {
         Self::start_with(SandboxOptions::default()).await
     }
 
+    /// The default topology with the filter and this configuration.
+    pub async fn start_with_config(filter_config: Value) -> SandboxEnv {
+        Self::start_with(SandboxOptions {
+            filter_config: Some(filter_config),
+            ..SandboxOptions::default()
+        })
+        .await
+    }
+
     pub async fn start_with(options: SandboxOptions) -> SandboxEnv {
         let upstreams = start_upstreams(&options).await;
         let audit_log = options.audit_log.then(AuditLog::new);

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::{Connection, Protocol};
+use crate::client::{Connection, Protocol, TestRequest, TestResponse};
 use crate::envoy::Envoy;
 
 /// How many connections may be opened before giving up on reaching every worker.
@@ -17,6 +17,19 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 pub struct WorkerConnection {
     pub worker: u32,
     pub connection: Connection,
+}
+
+impl WorkerConnection {
+    /// Sends `GET /` to `payment` with `baggage: sandbox=<key>`; panics naming the worker and
+    /// the key if the request fails.
+    pub async fn send_payment_keyed(&mut self, key: &str) -> TestResponse {
+        let request = TestRequest::get("payment", "/").header("baggage", &format!("sandbox={key}"));
+        let worker = self.worker;
+        self.connection
+            .send(request)
+            .await
+            .unwrap_or_else(|e| panic!("worker {worker}: {key}: {e}"))
+    }
 }
 
 /// Opens connections to listener `listener` of `envoy` (running `workers` workers) until every

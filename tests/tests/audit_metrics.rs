@@ -79,23 +79,6 @@ async fn start() -> SandboxEnv {
 const TRUSTED_SOURCE: &str = "127.0.0.1";
 const UNTRUSTED_SOURCE: &str = "127.0.0.3";
 
-/// Every decision the filter counts.
-const ALL_DECISIONS: [&str; 13] = [
-    "routed",
-    "baseline",
-    "rate_limited",
-    "in_flight_rejected",
-    "untrusted",
-    "unknown_key",
-    "expired",
-    "write_denied",
-    "invalid_key",
-    "shadow_rejected",
-    "budget_unavailable",
-    "circuit_open",
-    "routed_to_passthrough",
-];
-
 const PAYMENT_SERVICE: &str = "payment.shop.svc.cluster.local";
 const PAYMENT_TARGET: &str = "authority:payment-feature-x.shop.svc.cluster.local";
 const ALICE: &str = r#"{"user":"alice@example.com","change":"shop#1234"}"#;
@@ -722,7 +705,7 @@ async fn decision_counters_reach_stats_and_prometheus_with_tags() {
         .into_keys()
         .filter(|name| name.starts_with("wasmcustom.sandbox_router."))
         .collect();
-    let expected: BTreeSet<String> = ALL_DECISIONS
+    let expected: BTreeSet<String> = observability::ALL_DECISIONS
         .iter()
         .map(|decision| total_stat(decision))
         .chain(
@@ -735,7 +718,7 @@ async fn decision_counters_reach_stats_and_prometheus_with_tags() {
     let scrape = env.envoy.prometheus().await;
     assert_eq!(
         scrape.series("sandbox_router_").len(),
-        ALL_DECISIONS.len() + per_sandbox.len(),
+        observability::ALL_DECISIONS.len() + per_sandbox.len(),
         "{}",
         scrape.lines_with("sandbox_router")
     );

@@ -15,7 +15,7 @@ use integration_tests::sandbox::{
     PAYMENT_SANDBOX_AUTHORITY,
 };
 use integration_tests::workers::{self, WorkerConnection};
-use integration_tests::{clock, paths, Protocol, SandboxEnv, TestRequest, TestResponse};
+use integration_tests::{clock, paths, Protocol, SandboxEnv};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
@@ -102,21 +102,8 @@ impl Live {
     }
 }
 
-fn payment(key: &str) -> TestRequest {
-    TestRequest::get("payment", "/").header("baggage", &format!("sandbox={key}"))
-}
-
-async fn send(connection: &mut WorkerConnection, key: &str) -> TestResponse {
-    let worker = connection.worker;
-    connection
-        .connection
-        .send(payment(key))
-        .await
-        .unwrap_or_else(|e| panic!("worker {worker}: {key}: {e}"))
-}
-
 async fn answered_by(connection: &mut WorkerConnection, key: &str) -> (u16, Option<String>) {
-    let response = send(connection, key).await;
+    let response = connection.send_payment_keyed(key).await;
     (response.status.as_u16(), response.upstream())
 }
 
@@ -188,7 +175,7 @@ async fn an_update_under_load_switches_every_worker_with_no_failed_request() {
             while !stop.load(Ordering::Relaxed) {
                 for key in ["feature-x", "feature-y"] {
                     let sent_at = Instant::now();
-                    let response = send(&mut connection, key).await;
+                    let response = connection.send_payment_keyed(key).await;
                     sent.fetch_add(1, Ordering::Relaxed);
                     let upstream = response.upstream();
                     if key == "feature-y"
@@ -384,7 +371,7 @@ async fn a_sandbox_expiring_while_envoy_runs_is_routed_until_its_expiry_only() {
     let mut expired_on = vec![false; connections.len()];
     while expired_on.iter().any(|done| !done) {
         for (i, connection) in connections.iter_mut().enumerate() {
-            let response = send(connection, "feature-t").await;
+            let response = connection.send_payment_keyed("feature-t").await;
             answers += 1;
             let decision = response.header(DECISION_HEADER).unwrap_or_default();
             if decision.contains("reason=expired") {

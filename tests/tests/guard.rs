@@ -34,14 +34,6 @@ fn sandbox_with(fields: Value) -> Value {
     config
 }
 
-async fn start(config: Value) -> SandboxEnv {
-    SandboxEnv::start_with(SandboxOptions {
-        filter_config: Some(config),
-        ..SandboxOptions::default()
-    })
-    .await
-}
-
 fn keyed(authority: &str) -> TestRequest {
     TestRequest::get(authority, "/orders").header("baggage", "sandbox=feature-x")
 }
@@ -403,7 +395,7 @@ async fn over_budget_grpc_calls_get_resource_exhausted() {
 
 #[tokio::test]
 async fn shadow_mode_rejects_nothing_and_counts_what_it_would_have_rejected() {
-    let env = start(sandbox_with(json!({
+    let env = SandboxEnv::start_with_config(sandbox_with(json!({
         "rate_limit": { "requests_per_second": 0.01, "burst": 1 },
         "enforce": false
     })))
@@ -448,7 +440,7 @@ async fn keyless_and_unknown_key_requests_are_never_limited() {
         "rate_limit": { "requests_per_second": 0.01, "burst": 1 },
         "max_in_flight": 1
     });
-    let env = start(config).await;
+    let env = SandboxEnv::start_with_config(config).await;
     // Many at once, each held by the upstream for a while: no in-flight cap applies.
     let mut batch = JoinSet::new();
     let addr = env.addr();
@@ -487,7 +479,7 @@ async fn keyless_and_unknown_key_requests_are_never_limited() {
 
 #[tokio::test]
 async fn keyed_requests_to_baseline_services_spend_the_budget() {
-    let env = start(sandbox_with(json!({
+    let env = SandboxEnv::start_with_config(sandbox_with(json!({
         "rate_limit": { "requests_per_second": 0.01, "burst": 3 }
     })))
     .await;
@@ -626,7 +618,9 @@ async fn exactly_the_cap_is_admitted(env: &SandboxEnv, after: &str) {
 
 #[tokio::test]
 async fn in_flight_cap_admits_at_most_n_and_every_ending_returns_the_slot() {
-    let env = start(sandbox_with(json!({ "max_in_flight": MAX_IN_FLIGHT }))).await;
+    let env =
+        SandboxEnv::start_with_config(sandbox_with(json!({ "max_in_flight": MAX_IN_FLIGHT })))
+            .await;
 
     // N + 3 at once, held at the sandbox: N get through, 3 are refused.
     let requests = (0..MAX_IN_FLIGHT + 3)

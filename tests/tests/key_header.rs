@@ -5,8 +5,7 @@
 
 use integration_tests::expect::{self, answered_by};
 use integration_tests::sandbox::{
-    self, SandboxOptions, CATALOG_BASELINE, INVENTORY_BASELINE, KEY, PAYMENT_BASELINE,
-    PAYMENT_SANDBOX,
+    self, CATALOG_BASELINE, INVENTORY_BASELINE, KEY, PAYMENT_BASELINE, PAYMENT_SANDBOX,
 };
 use integration_tests::{Protocol, SandboxEnv, TestRequest};
 use serde_json::{json, Value};
@@ -25,14 +24,6 @@ fn config() -> Value {
     config
 }
 
-async fn start(config: Value) -> SandboxEnv {
-    SandboxEnv::start_with(SandboxOptions {
-        filter_config: Some(config),
-        ..SandboxOptions::default()
-    })
-    .await
-}
-
 /// What reached the upstream in the key header.
 fn key_header_received(response: &integration_tests::TestResponse, upstream: &str) -> Vec<String> {
     answered_by(response, upstream).header_values(KEY_HEADER)
@@ -40,7 +31,7 @@ fn key_header_received(response: &integration_tests::TestResponse, upstream: &st
 
 #[tokio::test]
 async fn the_validated_key_reaches_the_upstream_and_forgeries_do_not() {
-    let env = start(config()).await;
+    let env = SandboxEnv::start_with_config(config()).await;
     for protocol in Protocol::ALL {
         // (case, request, upstream, key header it must receive)
         let cases: Vec<(&str, TestRequest, &str, Vec<&str>)> = vec![
@@ -110,7 +101,7 @@ async fn the_validated_key_reaches_the_upstream_and_forgeries_do_not() {
 
 #[tokio::test]
 async fn no_key_header_on_a_refused_request_and_none_from_an_untrusted_source() {
-    let env = start(config()).await;
+    let env = SandboxEnv::start_with_config(config()).await;
     // Refused by the write guard: nothing goes upstream.
     let response = env
         .send(TestRequest::post("catalog", "/").header("x-sandbox", KEY))
@@ -133,7 +124,7 @@ async fn no_key_header_on_a_refused_request_and_none_from_an_untrusted_source() 
     // From an untrusted source the key is stripped and no key header is set; a forged one goes.
     let mut untrusted = config();
     untrusted["trust"] = json!({ "sources": ["10.0.0.0/8"], "untrusted": "strip" });
-    let env = start(untrusted).await;
+    let env = SandboxEnv::start_with_config(untrusted).await;
     let response = env
         .send(
             TestRequest::get("payment", "/")
@@ -149,7 +140,7 @@ async fn no_key_header_on_a_refused_request_and_none_from_an_untrusted_source() 
 async fn the_key_header_can_be_renamed_or_turned_off() {
     let mut renamed = config();
     renamed["key_header"] = json!("x-test-key");
-    let env = start(renamed).await;
+    let env = SandboxEnv::start_with_config(renamed).await;
     let response = env
         .send(
             TestRequest::get("payment", "/")
@@ -164,7 +155,7 @@ async fn the_key_header_can_be_renamed_or_turned_off() {
 
     let mut off = config();
     off["key_header"] = json!("");
-    let env = start(off).await;
+    let env = SandboxEnv::start_with_config(off).await;
     let response = env
         .send(TestRequest::get("payment", "/").header("baggage", "sandbox=feature-x"))
         .await;

@@ -14,7 +14,7 @@ use integration_tests::sandbox::{
     PAYMENT_SANDBOX_AUTHORITY,
 };
 use integration_tests::upstream::Behavior;
-use integration_tests::{paths, skip, SandboxEnv, TestRequest};
+use integration_tests::{observability, paths, skip, SandboxEnv, TestRequest};
 use serde_json::json;
 
 const SCRAPE_INTERVAL: Duration = Duration::from_millis(500);
@@ -198,23 +198,10 @@ fn by_decision(samples: &[Sample]) -> BTreeMap<String, f64> {
 /// Every decision's total exists from the moment the configuration is applied, at 0 until its
 /// first request; `expected` names those above 0.
 fn totals(expected: &[(&str, f64)]) -> BTreeMap<String, f64> {
-    const DECISIONS: [&str; 13] = [
-        "routed",
-        "baseline",
-        "rate_limited",
-        "in_flight_rejected",
-        "untrusted",
-        "unknown_key",
-        "expired",
-        "write_denied",
-        "invalid_key",
-        "shadow_rejected",
-        "budget_unavailable",
-        "circuit_open",
-        "routed_to_passthrough",
-    ];
-    let mut totals: BTreeMap<String, f64> =
-        DECISIONS.iter().map(|d| ((*d).to_owned(), 0.0)).collect();
+    let mut totals: BTreeMap<String, f64> = observability::ALL_DECISIONS
+        .iter()
+        .map(|d| ((*d).to_owned(), 0.0))
+        .collect();
     for (decision, value) in expected {
         totals.insert((*decision).to_owned(), *value);
     }

@@ -13,7 +13,7 @@ use integration_tests::sandbox::{
     SandboxOptions, LISTENER, PAYMENT_BASELINE, PAYMENT_SANDBOX, PAYMENT_SANDBOX_AUTHORITY,
 };
 use integration_tests::workers::{self, WorkerConnection};
-use integration_tests::{paths, Protocol, SandboxEnv, TestRequest, TestResponse};
+use integration_tests::{paths, Protocol, SandboxEnv};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -85,24 +85,17 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
-fn payment(key: &str) -> TestRequest {
-    TestRequest::get("payment", "/").header("baggage", &format!("sandbox={key}"))
-}
-
-async fn send(connection: &mut WorkerConnection, key: &str) -> TestResponse {
-    let worker = connection.worker;
-    connection
-        .connection
-        .send(payment(key))
-        .await
-        .unwrap_or_else(|e| panic!("worker {worker}: {key}: {e}"))
-}
-
 /// Polls on every worker until `key` is answered by `upstream`.
 async fn every_worker_serves(connections: &mut [WorkerConnection], key: &str, upstream: &str) {
     let deadline = Instant::now() + DEADLINE;
     for connection in connections {
-        while send(connection, key).await.upstream().as_deref() != Some(upstream) {
+        while connection
+            .send_payment_keyed(key)
+            .await
+            .upstream()
+            .as_deref()
+            != Some(upstream)
+        {
             assert!(
                 Instant::now() < deadline,
                 "worker {}: {key} not served by {upstream} within {DEADLINE:?}",
@@ -132,9 +125,12 @@ async fn add_reject_and_remove_change_routing_on_every_worker() {
     let script = Script::new();
     let (_env, mut connections) = start(&script).await;
     for connection in &mut connections {
-        expect::routed_to(&send(connection, "feature-x").await, PAYMENT_SANDBOX);
+        expect::routed_to(
+            &connection.send_payment_keyed("feature-x").await,
+            PAYMENT_SANDBOX,
+        );
         expect::baseline_at(
-            &send(connection, "feature-y").await,
+            &connection.send_payment_keyed("feature-y").await,
             PAYMENT_BASELINE,
             &[UNKNOWN_KEY],
         );
@@ -149,8 +145,14 @@ async fn add_reject_and_remove_change_routing_on_every_worker() {
     ]);
     every_worker_serves(&mut connections, "feature-y", PAYMENT_SANDBOX).await;
     for connection in &mut connections {
-        expect::routed_to(&send(connection, "feature-y").await, PAYMENT_SANDBOX);
-        expect::routed_to(&send(connection, "feature-x").await, PAYMENT_SANDBOX);
+        expect::routed_to(
+            &connection.send_payment_keyed("feature-y").await,
+            PAYMENT_SANDBOX,
+        );
+        expect::routed_to(
+            &connection.send_payment_keyed("feature-x").await,
+            PAYMENT_SANDBOX,
+        );
     }
 
     // An invalid add: refused by the script, nothing published, the old table keeps serving.
@@ -179,9 +181,12 @@ async fn add_reject_and_remove_change_routing_on_every_worker() {
     );
     for connection in &mut connections {
         for _ in 0..5 {
-            expect::routed_to(&send(connection, "feature-y").await, PAYMENT_SANDBOX);
+            expect::routed_to(
+                &connection.send_payment_keyed("feature-y").await,
+                PAYMENT_SANDBOX,
+            );
             expect::baseline_at(
-                &send(connection, "feature-z").await,
+                &connection.send_payment_keyed("feature-z").await,
                 PAYMENT_BASELINE,
                 &[UNKNOWN_KEY],
             );
@@ -196,7 +201,7 @@ async fn add_reject_and_remove_change_routing_on_every_worker() {
     for connection in &mut connections {
         for key in ["feature-x", "feature-y"] {
             expect::baseline_at(
-                &send(connection, key).await,
+                &connection.send_payment_keyed(key).await,
                 PAYMENT_BASELINE,
                 &[UNKNOWN_KEY],
             );

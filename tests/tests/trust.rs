@@ -31,14 +31,6 @@ fn config_with(fields: Value) -> Value {
     config
 }
 
-async fn start(config: Value) -> SandboxEnv {
-    SandboxEnv::start_with(SandboxOptions {
-        filter_config: Some(config),
-        ..SandboxOptions::default()
-    })
-    .await
-}
-
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("an IP address")
 }
@@ -248,7 +240,7 @@ fn strip_cases() -> Vec<StripCase> {
 
 #[tokio::test]
 async fn untrusted_source_is_routed_to_baseline_with_the_key_stripped_from_every_carrier() {
-    let env = start(internal_only("strip")).await;
+    let env = SandboxEnv::start_with_config(internal_only("strip")).await;
     for protocol in Protocol::ALL {
         for (case, sent, expected) in strip_cases() {
             let case = format!("{protocol:?} {case}");
@@ -266,7 +258,7 @@ async fn untrusted_source_is_routed_to_baseline_with_the_key_stripped_from_every
 
 #[tokio::test]
 async fn header_name_case_does_not_smuggle_a_key_past_the_strip() {
-    let env = start(internal_only("strip")).await;
+    let env = SandboxEnv::start_with_config(internal_only("strip")).await;
     // (raw header lines sent, what must arrive of the headers that are not the key)
     let cases: [(&[&str], Received); 5] = [
         (&["X-Sandbox: feature-x"], vec![]),
@@ -312,7 +304,7 @@ async fn header_name_case_does_not_smuggle_a_key_past_the_strip() {
 
 #[tokio::test]
 async fn untrusted_source_never_reaches_any_sandbox_upstream() {
-    let env = start(internal_only("strip")).await;
+    let env = SandboxEnv::start_with_config(internal_only("strip")).await;
     let carriers: [(&str, &str); 6] = [
         ("x-sandbox", "feature-x"),
         ("baggage", "sandbox=feature-x"),
@@ -368,7 +360,7 @@ async fn untrusted_source_never_reaches_any_sandbox_upstream() {
 
 #[tokio::test]
 async fn untrusted_source_with_reject_gets_403() {
-    let env = start(internal_only("reject")).await;
+    let env = SandboxEnv::start_with_config(internal_only("reject")).await;
     let refused = Answer::Refused(403, UNTRUSTED_BODY.to_owned());
     let served = Answer::Served(Outcome::Baseline {
         upstream: PAYMENT_BASELINE,
@@ -411,7 +403,7 @@ async fn trusted_loopback_sources_are_routed_over_ipv4_and_ipv6() {
     let config = config_with(json!({
         "trust": { "sources": ["127.0.0.0/8", "::1/128"], "untrusted": "strip" }
     }));
-    let v4 = start(config.clone()).await;
+    let v4 = SandboxEnv::start_with_config(config.clone()).await;
     let v6 = SandboxEnv::start_with(SandboxOptions {
         filter_config: Some(config),
         listener_address: Some("::1".to_owned()),
@@ -453,7 +445,7 @@ async fn trust_follows_the_cidr_exactly() {
     let config = config_with(json!({
         "trust": { "sources": ["127.0.0.2/32", "10.0.0.0/8"], "untrusted": "strip" }
     }));
-    let env = start(config.clone()).await;
+    let env = SandboxEnv::start_with_config(config.clone()).await;
     let routed = Outcome::Routed {
         upstream: PAYMENT_SANDBOX,
     };
@@ -564,7 +556,7 @@ async fn forwarded_for_decides_the_trusted_source_with_the_default_hcm() {
 
 #[tokio::test]
 async fn unknown_keys_reject_answers_400_naming_the_sandbox() {
-    let env = start(config_with(json!({ "unknown_keys": "reject" }))).await;
+    let env = SandboxEnv::start_with_config(config_with(json!({ "unknown_keys": "reject" }))).await;
     let refused = Answer::Refused(400, "sandbox `feature-y` does not exist".to_owned());
     // (header sent, if any; answer)
     let cases = [
@@ -637,7 +629,7 @@ async fn an_expired_sandbox_behaves_as_an_unknown_key() {
         ),
     ];
     for (expires_at, unknown_keys, answer) in &cases {
-        let env = start(expiring_config(expires_at, unknown_keys)).await;
+        let env = SandboxEnv::start_with_config(expiring_config(expires_at, unknown_keys)).await;
         for protocol in Protocol::ALL {
             let case = format!("{protocol:?} expires_at {expires_at}, unknown_keys {unknown_keys}");
             let response = env
@@ -765,7 +757,7 @@ fn write_guard_cases() -> Vec<WriteCase> {
 
 #[tokio::test]
 async fn baseline_writes_deny_refuses_writes_to_baseline_services() {
-    let env = start(write_guard_config()).await;
+    let env = SandboxEnv::start_with_config(write_guard_config()).await;
     for protocol in Protocol::ALL {
         for case in write_guard_cases() {
             let name = format!(
