@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use integration_tests::audit;
 use integration_tests::ecds::publish;
+use integration_tests::envoy::FILTER_CONFIG_ERROR;
 use integration_tests::sandbox::{
     SandboxOptions, DECISION_HEADER, LISTENER, PAYMENT_BASELINE, PAYMENT_SANDBOX,
     PAYMENT_SANDBOX_AUTHORITY,
@@ -285,9 +286,7 @@ async fn an_invalid_update_is_rejected_whole_and_the_previous_table_keeps_servin
     broken["sandboxes"]["feature-z"]["routes"]["payment"]["cluster"] = json!("both-modes");
     live.publish(&broken);
 
-    let line = live
-        .wait_for_log_line("sandbox-router: invalid configuration:")
-        .await;
+    let line = live.wait_for_log_line(FILTER_CONFIG_ERROR).await;
     assert!(
         line.contains("sandboxes.feature-z.routes.payment"),
         "{line}"

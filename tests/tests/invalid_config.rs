@@ -5,8 +5,6 @@ use integration_tests::sandbox::{self, FailurePolicy, SandboxOptions};
 use integration_tests::SandboxEnv;
 use serde_json::{json, Value};
 
-const FILTER_ERROR: &str = "sandbox-router: invalid configuration:";
-
 /// Starts Envoy with `configuration` (raw text) under `failure_policy` and asserts it is refused
 /// with a filter error line that contains every string in `expected`.
 async fn assert_refused_with(
@@ -19,23 +17,9 @@ async fn assert_refused_with(
         ..SandboxOptions::with_raw_config(configuration)
     };
     let failed = SandboxEnv::start_expecting_refusal(options).await;
-    if let Some(status) = failed.exit_status {
-        assert!(
-            !status.success(),
-            "Envoy exited successfully?\n{}",
-            failed.log
-        );
-    }
-    let line = failed
-        .log
-        .lines()
-        .find(|line| line.contains(FILTER_ERROR))
-        .unwrap_or_else(|| {
-            panic!(
-                "{failure_policy:?}: no `{FILTER_ERROR}` line for configuration {configuration}\nlog:\n{}",
-                failed.log
-            )
-        });
+    let line = failed.filter_config_error(&format!(
+        "{failure_policy:?}, configuration {configuration}"
+    ));
     for part in expected {
         assert!(
             line.contains(part),

@@ -3,14 +3,13 @@
 //! resolve in the namespace the bootstrap's `node.metadata` names; with neither, a short route
 //! name is refused with the documented error.
 
+use integration_tests::envoy::FILTER_CONFIG_ERROR;
 use integration_tests::expect::{self, NO_OVERRIDE};
 use integration_tests::sandbox::{
     self, kubernetes_names, SandboxOptions, CATALOG_BASELINE, KEY, NAMESPACE, PAYMENT_SANDBOX,
 };
 use integration_tests::SandboxEnv;
 use serde_json::json;
-
-const FILTER_ERROR: &str = "sandbox-router: invalid configuration:";
 
 /// The default configuration (its routes include the short name `payment`) without `namespace`.
 fn config_without_namespace() -> serde_json::Value {
@@ -53,21 +52,10 @@ async fn a_short_route_name_without_any_namespace_is_refused() {
         ..SandboxOptions::default()
     };
     let failed = SandboxEnv::start_expecting_refusal(options).await;
-    if let Some(status) = failed.exit_status {
-        assert!(
-            !status.success(),
-            "Envoy exited successfully?\n{}",
-            failed.log
-        );
-    }
-    let line = failed
-        .log
-        .lines()
-        .find(|line| line.contains(FILTER_ERROR))
-        .unwrap_or_else(|| panic!("no `{FILTER_ERROR}` line:\n{}", failed.log));
+    let line = failed.filter_config_error("a short route name without a namespace");
     assert!(
         line.contains(&format!(
-            "{FILTER_ERROR} sandboxes.{KEY}.routes.payment: `payment` is a short name but no \
+            "{FILTER_CONFIG_ERROR} sandboxes.{KEY}.routes.payment: `payment` is a short name but no \
              `namespace` is configured (nor Istio node metadata NAMESPACE)"
         )),
         "{line}"

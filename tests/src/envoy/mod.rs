@@ -6,5 +6,5 @@ pub mod process;
 pub mod prometheus;
 
 pub use config::{Bootstrap, Cluster, Listener, Route, VirtualHost};
-pub use process::{validate, Envoy, EnvoyBuilder, FailedStart, Validation};
+pub use process::{validate, Envoy, EnvoyBuilder, FailedStart, Validation, FILTER_CONFIG_ERROR};
 pub use prometheus::{Sample, Scrape};

@@ -50,6 +50,32 @@ pub struct FailedStart {
     pub log: String,
 }
 
+/// The line the filter logs when it refuses a configuration, up to the field path.
+pub const FILTER_CONFIG_ERROR: &str = "sandbox-router: invalid configuration:";
+
+impl FailedStart {
+    /// The filter's refusal line (`FILTER_CONFIG_ERROR` …), after checking that Envoy did not
+    /// exit successfully; panics with `context` and the log when the line is missing.
+    pub fn filter_config_error(&self, context: &str) -> &str {
+        if let Some(status) = self.exit_status {
+            assert!(
+                !status.success(),
+                "{context}: Envoy exited successfully?\n{}",
+                self.log
+            );
+        }
+        self.log
+            .lines()
+            .find(|line| line.contains(FILTER_CONFIG_ERROR))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{context}: no `{FILTER_CONFIG_ERROR}` line\nlog:\n{}",
+                    self.log
+                )
+            })
+    }
+}
+
 impl EnvoyBuilder {
     pub fn new(bootstrap: Bootstrap) -> Self {
         let log_level = std::env::var(LOG_LEVEL_ENV)
