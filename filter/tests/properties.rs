@@ -196,7 +196,6 @@ fn properties() -> impl Strategy<Value = String> {
     .prop_map(|v| v.concat())
 }
 
-/// Members not named `sandbox`.
 /// Whether a (lower-case) header name can carry a key under [`CONFIG`]: generated noise must
 /// not be one, or the properties would hold keys their oracles do not know of.
 fn is_carrier_name(name: &[u8]) -> bool {
@@ -205,6 +204,7 @@ fn is_carrier_name(name: &[u8]) -> bool {
         || [&b"x-sandbox"[..], b"x-alt", b"baggage", b"tracestate"].contains(&name)
 }
 
+/// Members not named `sandbox`.
 fn other_member() -> impl Strategy<Value = String> {
     ("[a-z][a-z0-9_-]{0,8}", "[A-Za-z0-9%=;]{0,10}")
         // Not a routing member name of any configuration used here (`sandbox`, `sb`).
