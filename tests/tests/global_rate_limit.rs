@@ -69,6 +69,12 @@ fn keyed(authority: &str) -> TestRequest {
         .header(KEY_HEADER, KEY)
 }
 
+fn keyed_grpc_payment() -> TestRequest {
+    TestRequest::grpc("payment", "/shop.Payment/Pay")
+        .header("x-sandbox", KEY)
+        .header(KEY_HEADER, KEY)
+}
+
 fn keyless(authority: &str) -> TestRequest {
     TestRequest::get(authority, "/orders")
 }
@@ -266,13 +272,7 @@ async fn over_the_global_limit_envoy_answers_429_with_its_rate_limit_headers() {
     let first = env.send(keyed("payment")).await;
     let second = env.send(keyed("payment")).await;
     let refused = env.send(keyed("payment")).await;
-    let refused_grpc = env
-        .send(
-            TestRequest::grpc("payment", "/shop.Payment/Pay")
-                .header("x-sandbox", KEY)
-                .header(KEY_HEADER, KEY),
-        )
-        .await;
+    let refused_grpc = env.send(keyed_grpc_payment()).await;
 
     // Admitted: Envoy adds the draft-03 headers from the service's answer.
     for (response, remaining) in [(&first, "1"), (&second, "0")] {
@@ -384,13 +384,7 @@ async fn the_local_guard_applies_first_and_its_refusals_make_no_call() {
         "rejected; key=feature-x; reason=rate_limited"
     );
     assert_eq!(refused.header("x-envoy-ratelimited"), None);
-    let refused_grpc = env
-        .send(
-            TestRequest::grpc("payment", "/shop.Payment/Pay")
-                .header("x-sandbox", KEY)
-                .header(KEY_HEADER, KEY),
-        )
-        .await;
+    let refused_grpc = env.send(keyed_grpc_payment()).await;
     assert_eq!(refused_grpc.status, 200, "{refused_grpc:?}");
     assert_eq!(refused_grpc.grpc_status().as_deref(), Some("8"));
     assert_eq!(
