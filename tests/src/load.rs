@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::client::{Connection, Protocol, TestRequest};
+use crate::client::{Connection, Protocol, TestRequest, TestResponse};
 use crate::envoy::Envoy;
 
-/// One request of a load run: when it was sent and what came back (status, answering upstream).
+/// One request of a load run: when it was sent and what was read of its answer (by default
+/// the status and the answering upstream).
 #[derive(Clone, Debug)]
-pub struct Shot {
+pub struct Shot<A = Answer> {
     pub sent_at: Instant,
-    pub outcome: Result<Answer, String>,
+    pub outcome: Result<A, String>,
 }
 
 /// What a load request got back.
@@ -46,21 +47,37 @@ pub async fn hammer(
     duration: Duration,
     request: impl Fn() -> TestRequest + Send + Sync + 'static,
 ) -> Vec<Shot> {
+    hammer_reading(connections, tasks_per_connection, duration, request, |r| {
+        Answer {
+            status: r.status.as_u16(),
+            upstream: r.upstream(),
+        }
+    })
+    .await
+}
+
+/// [`hammer`], keeping `read(response)` of each answer.
+pub async fn hammer_reading<A: Send + 'static>(
+    connections: &[Connection],
+    tasks_per_connection: usize,
+    duration: Duration,
+    request: impl Fn() -> TestRequest + Send + Sync + 'static,
+    read: impl Fn(TestResponse) -> A + Send + Sync + 'static,
+) -> Vec<Shot<A>> {
     let deadline = Instant::now() + duration;
     let request = Arc::new(request);
+    let read = Arc::new(read);
     let mut tasks = JoinSet::new();
     for connection in connections {
         for _ in 0..tasks_per_connection {
             let mut connection = connection.share().expect("h2c connections can be shared");
             let request = Arc::clone(&request);
+            let read = Arc::clone(&read);
             tasks.spawn(async move {
                 let mut shots = Vec::new();
                 while Instant::now() < deadline {
                     let sent_at = Instant::now();
-                    let outcome = connection.send(request()).await.map(|r| Answer {
-                        status: r.status.as_u16(),
-                        upstream: r.upstream(),
-                    });
+                    let outcome = connection.send(request()).await.map(|r| read(r));
                     let failed = outcome.is_err();
                     shots.push(Shot { sent_at, outcome });
                     if failed {

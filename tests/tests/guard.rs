@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+use integration_tests::load::{self, Shot};
 use integration_tests::sandbox::{
     self, SandboxOptions, CATALOG_BASELINE, DEFAULT_UPSTREAM, INVENTORY_SANDBOX, KEY, LISTENER,
     PAYMENT_BASELINE, PAYMENT_SANDBOX,
@@ -48,45 +49,21 @@ fn is_in_flight_limited(response: &TestResponse) -> bool {
 
 // ---- token bucket accuracy under load ----
 
-/// One request of the load: what came back.
-struct Shot {
-    outcome: Result<(u16, String), String>,
-}
-
 /// Hammers `payment` with sandbox requests from `tasks_per_connection` tasks on each
-/// connection, as fast as they go, for `duration`.
+/// connection, as fast as they go, for `duration`; keeps each answer's status and body.
 async fn hammer(
-    connections: &[WorkerConnection],
+    connections: &[Connection],
     tasks_per_connection: usize,
     duration: Duration,
-) -> Vec<Shot> {
-    let deadline = Instant::now() + duration;
-    let mut tasks = JoinSet::new();
-    for WorkerConnection { connection, .. } in connections {
-        for _ in 0..tasks_per_connection {
-            let mut connection = connection.share().expect("h2c connections can be shared");
-            tasks.spawn(async move {
-                let mut shots = Vec::new();
-                while Instant::now() < deadline {
-                    let outcome = connection
-                        .send(keyed("payment").timeout(Duration::from_secs(10)))
-                        .await
-                        .map(|r| (r.status.as_u16(), r.body_text()));
-                    let failed = outcome.is_err();
-                    shots.push(Shot { outcome });
-                    if failed {
-                        break;
-                    }
-                }
-                shots
-            });
-        }
-    }
-    let mut shots = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        shots.extend(done.expect("load task"));
-    }
-    shots
+) -> Vec<Shot<(u16, String)>> {
+    load::hammer_reading(
+        connections,
+        tasks_per_connection,
+        duration,
+        || keyed("payment").timeout(Duration::from_secs(10)),
+        |r| (r.status.as_u16(), r.body_text()),
+    )
+    .await
 }
 
 /// What Envoy saw of a run of requests, from the audit log (one line per keyed request, with
@@ -140,8 +117,7 @@ async fn rate_limit_holds_across_workers(workers: u32) {
         ..SandboxOptions::default()
     })
     .await;
-    let connections =
-        workers::connections_on_every_worker(&env.envoy, LISTENER, workers, 2, Protocol::H2c).await;
+    let connections = load::connections_on_every_worker(&env.envoy, LISTENER, workers).await;
     let shots = hammer(&connections, 4, Duration::from_secs(3)).await;
 
     let errors: Vec<&String> = shots
